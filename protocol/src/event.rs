@@ -1,0 +1,113 @@
+//! The access event: one per decision, published on `acceso/logs`.
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::CardUid;
+
+/// One decision at one door. Every field is always present on the wire (absent values are
+/// `null`), so consumers can rely on the shape.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessEvent {
+    /// UUIDv7: unique, and sortable by creation time. The cloud deduplicates on it.
+    pub event_id: String,
+    pub device: String,
+    pub door: String,
+    /// Per-device sequence number, persisted, strictly increasing across restarts.
+    pub seq: u64,
+    /// The kernel's boot id at the time of the decision.
+    pub boot_id: String,
+    /// Wall-clock time of the decision, RFC 3339 UTC.
+    pub time: Timestamp,
+    /// Whether the wall clock was believed correct when the decision was made.
+    pub time_trusted: bool,
+    pub method: Method,
+    pub card_uid: Option<CardUid>,
+    pub user_id: Option<String>,
+    pub face_score: Option<f32>,
+    pub decision: Outcome,
+    pub reason: Reason,
+    /// From the credential being read to the decision being made, in microseconds.
+    pub latency_us: u64,
+}
+
+/// How the person asked to pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Method {
+    Card,
+    Face,
+    CardAndFace,
+    ExitButton,
+}
+
+/// Granted or denied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Granted,
+    Denied,
+}
+
+/// Why. A closed set: consumers may match on it exhaustively.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    /// The credential belongs to an enabled user, valid now, allowed at this door.
+    Granted,
+    /// No user holds this card.
+    UnknownCard,
+    /// The user exists but is disabled.
+    UserDisabled,
+    /// The user's validity window has not started.
+    NotYetValid,
+    /// The user's validity window has ended.
+    Expired,
+    /// The user is not allowed at this door.
+    DoorNotAllowed,
+}
+
+impl Reason {
+    pub fn outcome(self) -> Outcome {
+        match self {
+            Reason::Granted => Outcome::Granted,
+            _ => Outcome::Denied,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn absent_values_are_null_not_missing() {
+        let e = AccessEvent {
+            event_id: "0192f0c4-0000-7000-8000-000000000000".into(),
+            device: "d1".into(),
+            door: "front".into(),
+            seq: 7,
+            boot_id: "b".into(),
+            time: "2026-12-03T10:00:00Z".parse().unwrap(),
+            time_trusted: true,
+            method: Method::Card,
+            card_uid: Some("DEADBEEF".parse().unwrap()),
+            user_id: None,
+            face_score: None,
+            decision: Outcome::Denied,
+            reason: Reason::UnknownCard,
+            latency_us: 12,
+        };
+        let v: serde_json::Value = serde_json::to_value(&e).unwrap();
+        assert_eq!(v["user_id"], serde_json::Value::Null);
+        assert_eq!(v["face_score"], serde_json::Value::Null);
+        assert_eq!(v["card_uid"], "DEADBEEF");
+        assert_eq!(v["reason"], "unknown_card");
+        assert_eq!(v["decision"], "denied");
+        assert_eq!(v["time"], "2026-12-03T10:00:00Z");
+        assert_eq!(v.as_object().unwrap().len(), 14);
+        let back: AccessEvent = serde_json::from_value(v).unwrap();
+        assert_eq!(back, e);
+    }
+}

@@ -1,0 +1,341 @@
+//! User updates: the cloud's changes to the user set, published on `acceso/updates`.
+//!
+//! An update is parsed and validated whole here; a message that fails any check is rejected
+//! with a reason that says what and where, and nothing of it may be applied.
+
+use std::collections::HashSet;
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::CardUid;
+
+/// AWS IoT Core's payload limit. Nothing larger is accepted or sent.
+pub const MAX_PAYLOAD_BYTES: usize = 128 * 1024;
+
+/// One change to the user set, with its fleet-wide version.
+///
+/// On the wire: `{"version": 4, "op": "upsert_user", "user": {...}}` or
+/// `{"version": 5, "op": "delete_user", "user_id": "u1"}`, with an optional `signature`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "RawUpdate", into = "RawUpdate")]
+pub struct Update {
+    /// Fleet-wide, strictly increasing, assigned by the cloud; the first is 1.
+    pub version: u64,
+    pub op: UpdateOp,
+    /// The cloud's signature over the update (verified from the signed-sync issue on).
+    pub signature: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum UpdateOp {
+    UpsertUser(User),
+    DeleteUser { user_id: String },
+}
+
+impl UpdateOp {
+    /// The op's name on the wire.
+    pub fn name(&self) -> &'static str {
+        match self {
+            UpdateOp::UpsertUser(_) => "upsert_user",
+            UpdateOp::DeleteUser { .. } => "delete_user",
+        }
+    }
+
+    pub fn user_id(&self) -> &str {
+        match self {
+            UpdateOp::UpsertUser(u) => &u.id,
+            UpdateOp::DeleteUser { user_id } => user_id,
+        }
+    }
+}
+
+/// A person who may pass.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct User {
+    pub id: String,
+    pub name: String,
+    /// A disabled user is denied everywhere; default true.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(default)]
+    pub cards: Vec<CardUid>,
+    #[serde(default)]
+    pub faces: Vec<FaceEmbedding>,
+    /// Start of validity (inclusive); absent = always was valid.
+    #[serde(default)]
+    pub valid_from: Option<Timestamp>,
+    /// End of validity (exclusive); absent = never expires.
+    #[serde(default)]
+    pub valid_until: Option<Timestamp>,
+    /// Doors this user may open; absent = every door. An empty list = no door.
+    #[serde(default)]
+    pub doors: Option<Vec<String>>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A face embedding, tagged with the model that produced it (embeddings of different models
+/// cannot be compared).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaceEmbedding {
+    pub model: String,
+    pub vector: Vec<f32>,
+}
+
+/// Why an update message was rejected.
+#[derive(Debug, thiserror::Error)]
+pub enum UpdateError {
+    #[error("update is {size} bytes, over the {MAX_PAYLOAD_BYTES}-byte limit")]
+    Oversized { size: usize },
+    #[error("update is not valid JSON for an update: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpdate {
+    version: u64,
+    op: OpName,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    user: Option<User>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    user_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    signature: Option<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum OpName {
+    UpsertUser,
+    DeleteUser,
+}
+
+const MAX_ID_LEN: usize = 128;
+
+fn check_id(field: &str, id: &str) -> Result<(), String> {
+    if id.trim().is_empty() {
+        return Err(format!("{field} is empty"));
+    }
+    if id.len() > MAX_ID_LEN || id.chars().any(char::is_control) {
+        return Err(format!(
+            "{field} {id:?} is longer than {MAX_ID_LEN} bytes or has control characters"
+        ));
+    }
+    Ok(())
+}
+
+impl User {
+    /// Checks what serde cannot: ids, duplicates, the validity window, embeddings.
+    pub fn validate(&self) -> Result<(), String> {
+        check_id("user.id", &self.id)?;
+        let mut seen = HashSet::new();
+        for card in &self.cards {
+            if !seen.insert(card) {
+                return Err(format!("user.cards lists {card} twice"));
+            }
+        }
+        if let (Some(from), Some(until)) = (self.valid_from, self.valid_until) {
+            if from >= until {
+                return Err(format!(
+                    "user.valid_from {from} is not before user.valid_until {until}"
+                ));
+            }
+        }
+        for (i, face) in self.faces.iter().enumerate() {
+            check_id(&format!("user.faces[{i}].model"), &face.model)?;
+            if face.vector.is_empty() || face.vector.iter().any(|x| !x.is_finite()) {
+                return Err(format!(
+                    "user.faces[{i}].vector is empty or has a value that is not a finite number"
+                ));
+            }
+        }
+        if let Some(doors) = &self.doors {
+            for (i, door) in doors.iter().enumerate() {
+                check_id(&format!("user.doors[{i}]"), door)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether this user may use the door named `door`.
+    pub fn allowed_at(&self, door: &str) -> bool {
+        match &self.doors {
+            None => true,
+            Some(doors) => doors.iter().any(|d| d == door),
+        }
+    }
+}
+
+impl TryFrom<RawUpdate> for Update {
+    type Error = String;
+
+    fn try_from(raw: RawUpdate) -> Result<Self, Self::Error> {
+        if raw.version == 0 {
+            return Err("version must be 1 or more".into());
+        }
+        let op = match (raw.op, raw.user, raw.user_id) {
+            (OpName::UpsertUser, Some(user), None) => {
+                user.validate()?;
+                UpdateOp::UpsertUser(user)
+            }
+            (OpName::UpsertUser, None, _) => return Err("upsert_user needs `user`".into()),
+            (OpName::UpsertUser, Some(_), Some(_)) => {
+                return Err("upsert_user takes `user`, not `user_id`".into())
+            }
+            (OpName::DeleteUser, None, Some(user_id)) => {
+                check_id("user_id", &user_id)?;
+                UpdateOp::DeleteUser { user_id }
+            }
+            (OpName::DeleteUser, _, None) => return Err("delete_user needs `user_id`".into()),
+            (OpName::DeleteUser, Some(_), Some(_)) => {
+                return Err("delete_user takes `user_id`, not `user`".into())
+            }
+        };
+        Ok(Update {
+            version: raw.version,
+            op,
+            signature: raw.signature,
+        })
+    }
+}
+
+impl From<Update> for RawUpdate {
+    fn from(u: Update) -> Self {
+        let (op, user, user_id) = match u.op {
+            UpdateOp::UpsertUser(user) => (OpName::UpsertUser, Some(user), None),
+            UpdateOp::DeleteUser { user_id } => (OpName::DeleteUser, None, Some(user_id)),
+        };
+        RawUpdate {
+            version: u.version,
+            op,
+            user,
+            user_id,
+            signature: u.signature,
+        }
+    }
+}
+
+impl Update {
+    /// Parses and validates one message exactly as it arrived.
+    pub fn parse(payload: &[u8]) -> Result<Update, UpdateError> {
+        if payload.len() > MAX_PAYLOAD_BYTES {
+            return Err(UpdateError::Oversized {
+                size: payload.len(),
+            });
+        }
+        Ok(serde_json::from_slice(payload)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Update, String> {
+        Update::parse(s.as_bytes()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn upsert_parses_with_defaults_and_normalised_cards() {
+        let u = parse(
+            r#"{"version":1,"op":"upsert_user","user":{"id":"u1","name":"Ana","cards":["04:6b:2f:91:c4:5a:80"]}}"#,
+        )
+        .unwrap();
+        assert_eq!(u.version, 1);
+        let UpdateOp::UpsertUser(user) = u.op else {
+            panic!("not an upsert")
+        };
+        assert!(user.enabled);
+        assert_eq!(user.cards[0].to_string(), "046B2F91C45A80");
+        assert!(user.allowed_at("anything"));
+    }
+
+    #[test]
+    fn delete_round_trips() {
+        let u = parse(r#"{"version":9,"op":"delete_user","user_id":"u1"}"#).unwrap();
+        assert_eq!(
+            u.op,
+            UpdateOp::DeleteUser {
+                user_id: "u1".into()
+            }
+        );
+        let back = parse(&serde_json::to_string(&u).unwrap()).unwrap();
+        assert_eq!(back, u);
+    }
+
+    #[test]
+    fn malformed_updates_are_rejected_with_what_is_wrong() {
+        let cases = [
+            ("{", "EOF"),
+            (r#"{"version":1,"op":"rename_user","user_id":"u"}"#, "rename_user"),
+            (r#"{"op":"delete_user","user_id":"u"}"#, "version"),
+            (r#"{"version":0,"op":"delete_user","user_id":"u"}"#, "version must be"),
+            (r#"{"version":"1","op":"delete_user","user_id":"u"}"#, "invalid type"),
+            (r#"{"version":1,"op":"upsert_user"}"#, "needs `user`"),
+            (r#"{"version":1,"op":"delete_user"}"#, "needs `user_id`"),
+            (r#"{"version":1,"op":"delete_user","user_id":""}"#, "user_id is empty"),
+            (
+                r#"{"version":1,"op":"upsert_user","user":{"id":"u","name":"A","cards":["XYZ"]}}"#,
+                "not hex",
+            ),
+            (
+                r#"{"version":1,"op":"upsert_user","user":{"id":"u","name":"A","cards":["DEADBEEF","de:ad:be:ef"]}}"#,
+                "twice",
+            ),
+            (
+                r#"{"version":1,"op":"upsert_user","user":{"id":"u","name":"A","colour":"red"}}"#,
+                "unknown field `colour`",
+            ),
+            (
+                r#"{"version":1,"op":"upsert_user","user":{"id":"u","name":"A","valid_from":"2026-02-01T00:00:00Z","valid_until":"2026-01-01T00:00:00Z"}}"#,
+                "not before",
+            ),
+            (
+                r#"{"version":1,"op":"upsert_user","user":{"id":"u","name":"A","faces":[{"model":"sface","vector":[]}]}}"#,
+                "faces[0].vector",
+            ),
+            (
+                r#"{"version":1,"op":"upsert_user","user":{"id":"u","name":"A","doors":[""]}}"#,
+                "doors[0]",
+            ),
+            (r#"{"version":1,"op":"delete_user","user_id":"u","extra":1}"#, "unknown field"),
+        ];
+        for (input, expect) in cases {
+            let err = parse(input).expect_err(input);
+            assert!(err.contains(expect), "{input}: {err:?} lacks {expect:?}");
+        }
+    }
+
+    #[test]
+    fn oversized_payload_is_rejected_before_parsing() {
+        let big = vec![b' '; MAX_PAYLOAD_BYTES + 1];
+        assert!(matches!(
+            Update::parse(&big),
+            Err(UpdateError::Oversized { size }) if size == MAX_PAYLOAD_BYTES + 1
+        ));
+    }
+
+    #[test]
+    fn door_list_restricts_and_empty_list_allows_none() {
+        let mut u = User {
+            id: "u".into(),
+            name: "U".into(),
+            enabled: true,
+            cards: vec![],
+            faces: vec![],
+            valid_from: None,
+            valid_until: None,
+            doors: Some(vec!["front".into()]),
+        };
+        assert!(u.allowed_at("front"));
+        assert!(!u.allowed_at("back"));
+        u.doors = Some(vec![]);
+        assert!(!u.allowed_at("front"));
+    }
+}
