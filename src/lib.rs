@@ -1,0 +1,15 @@
+//! acceso: the door agent. Wiring lives in `agent`; each module owns one concern.
+
+pub mod access;
+pub mod agent;
+pub mod clock;
+pub mod cloud;
+pub mod config;
+pub mod door;
+pub mod hw;
+pub mod observe;
+pub mod sim;
+pub mod store;
+
+pub use agent::{Agent, AgentError, Backends};
+pub use config::Config;

@@ -1,1 +1,150 @@
-fn main(){}
+//! The `acceso` command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use acceso::clock::SystemClock;
+use acceso::config::{Config, ReaderBackend, RelayBackend};
+use acceso::hw::CardReader;
+use acceso::observe::Reporter;
+use acceso::sim::hw::{CardField, RelayRecorder};
+use acceso::sim::{run_scenario, Scenario, SimError, DEMO_SCENARIO};
+use acceso::{Agent, Backends};
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "acceso",
+    version,
+    about = "Door controller agent: cards and faces in, lock out, events to the cloud"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the door agent (the daemon) until SIGTERM or SIGINT.
+    Run {
+        /// The configuration file.
+        #[arg(long, default_value = "/etc/acceso/acceso.toml")]
+        config: PathBuf,
+    },
+    /// Run the agent against simulated hardware, following a scenario file; prints JSON Lines.
+    Sim {
+        /// The scenario file (see SCENARIOS.md).
+        #[arg(long)]
+        scenario: PathBuf,
+    },
+    /// A built-in scenario with an embedded broker: updates, grants, denials, events.
+    Demo,
+    /// Check a configuration file and print it with every default filled in.
+    CheckConfig {
+        #[arg(long, default_value = "/etc/acceso/acceso.toml")]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("acceso: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Run { config } => run(config).await,
+            Command::Sim { scenario } => {
+                init_logging("error");
+                let scenario = Scenario::load(&scenario)?;
+                simulate(scenario).await
+            }
+            Command::Demo => {
+                init_logging("error");
+                let base = std::env::current_dir().context("no current directory")?;
+                let scenario = Scenario::parse(DEMO_SCENARIO, &base).map_err(SimError::Scenario)?;
+                simulate(scenario).await
+            }
+            Command::CheckConfig { config } => {
+                let config = Config::load(&config)?;
+                print!("{}", toml::to_string(&config)?);
+                Ok(())
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("acceso: {e:#}");
+            // 2: the input (config, scenario) is wrong; 1: anything else.
+            let bad_input = e.downcast_ref::<acceso::config::ConfigError>().is_some()
+                || matches!(e.downcast_ref::<SimError>(), Some(SimError::Scenario(_)));
+            ExitCode::from(if bad_input { 2 } else { 1 })
+        }
+    }
+}
+
+async fn simulate(scenario: Scenario) -> anyhow::Result<()> {
+    run_scenario(&scenario, Box::new(std::io::stdout())).await?;
+    Ok(())
+}
+
+async fn run(path: PathBuf) -> anyhow::Result<()> {
+    let config = Config::load(&path)?;
+    init_logging(&config.log);
+    let reader: Option<Box<dyn CardReader>> = match config.reader.backend {
+        ReaderBackend::Sim => {
+            tracing::warn!("reader.backend = \"sim\": no card will be read outside `acceso sim`");
+            Some(Box::new(CardField::default().reader()))
+        }
+        ReaderBackend::None => None,
+    };
+    let relay = match config.relay.backend {
+        RelayBackend::Sim => {
+            tracing::warn!("relay.backend = \"sim\": the lock is not wired to anything");
+            Box::new(RelayRecorder::default().relay())
+        }
+    };
+    let backends = Backends {
+        reader,
+        relay,
+        clock: Arc::new(SystemClock),
+    };
+    let agent = Agent::start(&config, backends, Reporter::log_only()).await?;
+    tracing::info!(device = %config.device_id, door = %config.door.name, "acceso running");
+    wait_for_stop_signal().await?;
+    tracing::info!("stopping: locking the door, keeping queued events");
+    agent.stop().await;
+    Ok(())
+}
+
+async fn wait_for_stop_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}
+
+fn init_logging(default: &str) {
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| default.to_string());
+    // rumqttd logs an ERROR on every normal disconnect.
+    let filter = tracing_subscriber::EnvFilter::try_new(format!("{filter},rumqttd=off"))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,rumqttd=off"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

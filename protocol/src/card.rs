@@ -158,7 +158,10 @@ mod tests {
     #[test]
     fn empty_zero_odd_and_non_hex_uids_are_errors() {
         assert!(matches!("".parse::<CardUid>(), Err(CardUidError::Empty(_))));
-        assert!(matches!(" : ".parse::<CardUid>(), Err(CardUidError::Empty(_))));
+        assert!(matches!(
+            " : ".parse::<CardUid>(),
+            Err(CardUidError::Empty(_))
+        ));
         assert!(matches!(
             "00000000".parse::<CardUid>(),
             Err(CardUidError::AllZero(_))

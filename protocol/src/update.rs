@@ -273,13 +273,25 @@ mod tests {
     fn malformed_updates_are_rejected_with_what_is_wrong() {
         let cases = [
             ("{", "EOF"),
-            (r#"{"version":1,"op":"rename_user","user_id":"u"}"#, "rename_user"),
+            (
+                r#"{"version":1,"op":"rename_user","user_id":"u"}"#,
+                "rename_user",
+            ),
             (r#"{"op":"delete_user","user_id":"u"}"#, "version"),
-            (r#"{"version":0,"op":"delete_user","user_id":"u"}"#, "version must be"),
-            (r#"{"version":"1","op":"delete_user","user_id":"u"}"#, "invalid type"),
+            (
+                r#"{"version":0,"op":"delete_user","user_id":"u"}"#,
+                "version must be",
+            ),
+            (
+                r#"{"version":"1","op":"delete_user","user_id":"u"}"#,
+                "invalid type",
+            ),
             (r#"{"version":1,"op":"upsert_user"}"#, "needs `user`"),
             (r#"{"version":1,"op":"delete_user"}"#, "needs `user_id`"),
-            (r#"{"version":1,"op":"delete_user","user_id":""}"#, "user_id is empty"),
+            (
+                r#"{"version":1,"op":"delete_user","user_id":""}"#,
+                "user_id is empty",
+            ),
             (
                 r#"{"version":1,"op":"upsert_user","user":{"id":"u","name":"A","cards":["XYZ"]}}"#,
                 "not hex",
@@ -304,7 +316,10 @@ mod tests {
                 r#"{"version":1,"op":"upsert_user","user":{"id":"u","name":"A","doors":[""]}}"#,
                 "doors[0]",
             ),
-            (r#"{"version":1,"op":"delete_user","user_id":"u","extra":1}"#, "unknown field"),
+            (
+                r#"{"version":1,"op":"delete_user","user_id":"u","extra":1}"#,
+                "unknown field",
+            ),
         ];
         for (input, expect) in cases {
             let err = parse(input).expect_err(input);

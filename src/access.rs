@@ -1,0 +1,205 @@
+//! The access decision: pure code, no IO, no clock reads.
+//!
+//! A credential, the user index, the door and the time go in; a decision with its reason comes
+//! out. Everything the decision needs is passed in, so it is the same in tests, in `acceso sim`
+//! and at the door, and it is fast enough to never matter (see BENCHMARKS.md).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use acceso_protocol::{CardUid, Outcome, Reason, User};
+use jiff::Timestamp;
+
+/// The users, indexed for lookups by credential. Rebuilt (not patched) after every applied
+/// change, then swapped in whole, so a decision never sees a half-applied update.
+#[derive(Debug, Default)]
+pub struct UserIndex {
+    by_card: HashMap<CardUid, Arc<User>>,
+    users: usize,
+}
+
+impl UserIndex {
+    pub fn build(users: impl IntoIterator<Item = User>) -> UserIndex {
+        let mut by_card = HashMap::new();
+        let mut count = 0;
+        for user in users {
+            count += 1;
+            let user = Arc::new(user);
+            for card in &user.cards {
+                by_card.insert(card.clone(), Arc::clone(&user));
+            }
+        }
+        UserIndex {
+            by_card,
+            users: count,
+        }
+    }
+
+    pub fn user_by_card(&self, uid: &CardUid) -> Option<&User> {
+        self.by_card.get(uid).map(|u| u.as_ref())
+    }
+
+    pub fn user_count(&self) -> usize {
+        self.users
+    }
+
+    pub fn card_count(&self) -> usize {
+        self.by_card.len()
+    }
+}
+
+/// What was decided, for whom, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub outcome: Outcome,
+    pub reason: Reason,
+    pub user_id: Option<String>,
+}
+
+/// Decides a card presented at `door` at wall-clock time `now`.
+pub fn decide_card(index: &UserIndex, uid: &CardUid, door: &str, now: Timestamp) -> Decision {
+    let Some(user) = index.user_by_card(uid) else {
+        return Decision {
+            outcome: Outcome::Denied,
+            reason: Reason::UnknownCard,
+            user_id: None,
+        };
+    };
+    let reason = user_reason(user, door, now);
+    Decision {
+        outcome: reason.outcome(),
+        reason,
+        user_id: Some(user.id.clone()),
+    }
+}
+
+/// Whether a known user may pass here and now; the first failing rule gives the reason.
+fn user_reason(user: &User, door: &str, now: Timestamp) -> Reason {
+    if !user.enabled {
+        return Reason::UserDisabled;
+    }
+    if user.valid_from.is_some_and(|from| now < from) {
+        return Reason::NotYetValid;
+    }
+    if user.valid_until.is_some_and(|until| now >= until) {
+        return Reason::Expired;
+    }
+    if !user.allowed_at(door) {
+        return Reason::DoorNotAllowed;
+    }
+    Reason::Granted
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(id: &str, card: &str) -> User {
+        User {
+            id: id.into(),
+            name: id.to_uppercase(),
+            enabled: true,
+            cards: vec![card.parse().unwrap()],
+            faces: vec![],
+            valid_from: None,
+            valid_until: None,
+            doors: None,
+        }
+    }
+
+    fn at(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn decide(index: &UserIndex, card: &str, door: &str, now: &str) -> (Outcome, Reason) {
+        let d = decide_card(index, &card.parse().unwrap(), door, at(now));
+        (d.outcome, d.reason)
+    }
+
+    const NOW: &str = "2026-06-01T12:00:00Z";
+
+    #[test]
+    fn known_enabled_user_is_granted_and_named() {
+        let index = UserIndex::build([user("ana", "DEADBEEF")]);
+        let d = decide_card(&index, &"de:ad:be:ef".parse().unwrap(), "front", at(NOW));
+        assert_eq!(d.outcome, Outcome::Granted);
+        assert_eq!(d.reason, Reason::Granted);
+        assert_eq!(d.user_id.as_deref(), Some("ana"));
+    }
+
+    #[test]
+    fn unknown_card_is_denied_without_a_user() {
+        let index = UserIndex::build([user("ana", "DEADBEEF")]);
+        let d = decide_card(&index, &"01020304".parse().unwrap(), "front", at(NOW));
+        assert_eq!(
+            (d.outcome, d.reason),
+            (Outcome::Denied, Reason::UnknownCard)
+        );
+        assert_eq!(d.user_id, None);
+    }
+
+    #[test]
+    fn disabled_user_is_denied() {
+        let mut u = user("ana", "DEADBEEF");
+        u.enabled = false;
+        let index = UserIndex::build([u]);
+        assert_eq!(
+            decide(&index, "DEADBEEF", "front", NOW),
+            (Outcome::Denied, Reason::UserDisabled)
+        );
+    }
+
+    #[test]
+    fn validity_window_is_inclusive_start_exclusive_end() {
+        let mut u = user("ana", "DEADBEEF");
+        u.valid_from = Some(at("2026-06-01T00:00:00Z"));
+        u.valid_until = Some(at("2026-07-01T00:00:00Z"));
+        let index = UserIndex::build([u]);
+        let cases = [
+            ("2026-05-31T23:59:59Z", Reason::NotYetValid),
+            ("2026-06-01T00:00:00Z", Reason::Granted),
+            ("2026-06-30T23:59:59Z", Reason::Granted),
+            ("2026-07-01T00:00:00Z", Reason::Expired),
+        ];
+        for (now, reason) in cases {
+            assert_eq!(decide(&index, "DEADBEEF", "front", now).1, reason, "{now}");
+        }
+    }
+
+    #[test]
+    fn door_list_is_enforced() {
+        let mut u = user("ana", "DEADBEEF");
+        u.doors = Some(vec!["lab".into()]);
+        let index = UserIndex::build([u]);
+        assert_eq!(
+            decide(&index, "DEADBEEF", "front", NOW),
+            (Outcome::Denied, Reason::DoorNotAllowed)
+        );
+        assert_eq!(
+            decide(&index, "DEADBEEF", "lab", NOW),
+            (Outcome::Granted, Reason::Granted)
+        );
+    }
+
+    #[test]
+    fn disabled_wins_over_every_other_reason() {
+        let mut u = user("ana", "DEADBEEF");
+        u.enabled = false;
+        u.valid_until = Some(at("2020-01-01T00:00:00Z"));
+        u.doors = Some(vec![]);
+        let index = UserIndex::build([u]);
+        assert_eq!(
+            decide(&index, "DEADBEEF", "front", NOW).1,
+            Reason::UserDisabled
+        );
+    }
+
+    #[test]
+    fn index_counts_users_and_cards() {
+        let mut two = user("bo", "01020304");
+        two.cards.push("0102030405060708090A".parse().unwrap());
+        let index = UserIndex::build([user("ana", "DEADBEEF"), two]);
+        assert_eq!(index.user_count(), 2);
+        assert_eq!(index.card_count(), 3);
+    }
+}

@@ -1,0 +1,9 @@
+//! The link to the cloud: one MQTT session (rumqttc) that drains the outbox to the logs topic
+//! and feeds messages from the updates topic to the updates consumer.
+
+mod link;
+mod updates;
+mod window;
+
+pub use link::{run_link, LinkSettings};
+pub use updates::{run_updates, UserIndexTx};

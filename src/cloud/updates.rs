@@ -1,0 +1,116 @@
+//! The updates consumer: parse, validate, apply in one transaction, swap the index, then
+//! acknowledge. A bad message is rejected whole and reported; nothing else stops.
+
+use std::sync::Arc;
+
+use acceso_protocol::{Update, MAX_PAYLOAD_BYTES};
+use rumqttc::{AsyncClient, Publish};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::access::UserIndex;
+use crate::observe::{ApplyResult, Component, HealthState, Observation, Reporter};
+use crate::store::{ApplyOutcome, SharedStore};
+
+/// Where a freshly built user index is published to the decision task.
+pub type UserIndexTx = watch::Sender<Arc<UserIndex>>;
+
+pub async fn run_updates(
+    mut incoming: mpsc::Receiver<Publish>,
+    client: AsyncClient,
+    store: SharedStore,
+    index: UserIndexTx,
+    reporter: Reporter,
+    cancel: CancellationToken,
+) {
+    loop {
+        let publish = tokio::select! {
+            _ = cancel.cancelled() => return,
+            p = incoming.recv() => match p {
+                Some(p) => p,
+                None => return,
+            },
+        };
+        let observation = apply_message(&publish.payload, &store, &index).await;
+        let failed_to_store = matches!(&observation, Observation::Health { .. });
+        reporter.emit(observation);
+        // A message that could not be stored is not acknowledged: the broker redelivers it.
+        if !failed_to_store {
+            if let Err(e) = client.ack(&publish).await {
+                tracing::warn!("cannot acknowledge update: {e}");
+            }
+        }
+    }
+}
+
+/// Applies one message from the updates topic and says what became of it.
+pub async fn apply_message(
+    payload: &[u8],
+    store: &SharedStore,
+    index: &UserIndexTx,
+) -> Observation {
+    let update = match Update::parse(payload) {
+        Ok(u) => u,
+        Err(e) => {
+            return Observation::Applied {
+                version: version_hint(payload),
+                op: None,
+                outcome: ApplyResult::Rejected,
+                reason: Some(e.to_string()),
+            }
+        }
+    };
+    let version = update.version;
+    let op = update.op.name().to_string();
+    let result = store
+        .call(move |s| {
+            let outcome = s.apply_update(&update)?;
+            let users = match outcome {
+                ApplyOutcome::Applied => Some(s.users()?),
+                _ => None,
+            };
+            Ok((outcome, users))
+        })
+        .await;
+    let (outcome, reason) = match result {
+        Err(e) => {
+            return Observation::Health {
+                component: Component::Store,
+                state: HealthState::Failed,
+                detail: format!("cannot apply update version {version}: {e}"),
+            }
+        }
+        Ok((ApplyOutcome::Applied, users)) => {
+            index.send_replace(Arc::new(UserIndex::build(users.unwrap_or_default())));
+            (ApplyResult::Applied, None)
+        }
+        Ok((ApplyOutcome::Stale { applied }, _)) => (
+            ApplyResult::Ignored,
+            Some(format!("version {version} is at or below the applied version {applied}")),
+        ),
+        Ok((ApplyOutcome::Gap { applied }, _)) => (
+            ApplyResult::Gap,
+            Some(format!(
+                "version {version} skips ahead of the applied version {applied}: a change was missed; not applied until a full sync"
+            )),
+        ),
+        Ok((ApplyOutcome::Rejected(why), _)) => (ApplyResult::Rejected, Some(why)),
+    };
+    Observation::Applied {
+        version: Some(version),
+        op: Some(op),
+        outcome,
+        reason,
+    }
+}
+
+/// The `version` of a message that failed validation, if one can be read, for the report.
+fn version_hint(payload: &[u8]) -> Option<u64> {
+    if payload.len() > MAX_PAYLOAD_BYTES {
+        return None;
+    }
+    serde_json::from_slice::<serde_json::Value>(payload)
+        .ok()?
+        .get("version")?
+        .as_u64()
+}

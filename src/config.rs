@@ -1,0 +1,401 @@
+//! Typed configuration, read from TOML once at start and validated before anything runs.
+//!
+//! Every key is documented here; unknown keys are rejected. Defaults live in code (the
+//! `Default` impls), never in a template string. A bad file gives an error naming the key.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config key `{key}`: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        reason: reason.into(),
+    }
+}
+
+/// The agent's whole configuration (`/etc/acceso/acceso.toml`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// This device's id: the AWS IoT thing name, the MQTT client id, `device` in every event.
+    /// Letters, digits, `-`, `_` and `:` only (it is part of MQTT topics). Required.
+    pub device_id: String,
+    /// Where the agent keeps its database (`acceso.db`). Must be writable. Default
+    /// `/var/lib/acceso`.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    /// Log filter for stderr/journald, in `tracing` env-filter syntax. Default `info`.
+    #[serde(default = "default_log")]
+    pub log: String,
+    pub door: DoorConfig,
+    #[serde(default)]
+    pub broker: BrokerConfig,
+    #[serde(default)]
+    pub reader: ReaderConfig,
+    #[serde(default)]
+    pub relay: RelayConfig,
+    #[serde(default)]
+    pub camera: CameraConfig,
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("/var/lib/acceso")
+}
+
+fn default_log() -> String {
+    "info".into()
+}
+
+/// `[door]`: the door this agent controls.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DoorConfig {
+    /// The door's name, `door` in every event and what users' `doors` lists refer to. Required.
+    pub name: String,
+    /// How long the lock stays open after a grant, in milliseconds, 200 to 60000. Default 3000.
+    #[serde(default = "default_unlock_ms")]
+    pub unlock_ms: u64,
+    /// Which credentials open the door: `card` (the only mode this build supports; `face`,
+    /// `card_or_face` and `card_and_face` need face recognition). Default `card`.
+    #[serde(default)]
+    pub mode: DoorMode,
+}
+
+fn default_unlock_ms() -> u64 {
+    3000
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DoorMode {
+    #[default]
+    Card,
+    Face,
+    CardOrFace,
+    CardAndFace,
+}
+
+/// `[broker]`: the MQTT broker (AWS IoT Core in production).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerConfig {
+    /// Host name or address. Default `127.0.0.1`.
+    #[serde(default = "default_host")]
+    pub host: String,
+    /// TCP port. Default 1883.
+    #[serde(default = "default_port")]
+    pub port: u16,
+    /// MQTT keepalive in seconds, 30 to 1200 (AWS IoT Core's range). Default 60.
+    #[serde(default = "default_keepalive")]
+    pub keepalive_s: u64,
+    /// Prefix of every topic (`<prefix>/logs`, `<prefix>/updates`, ...). Default `acceso`.
+    #[serde(default = "default_prefix")]
+    pub topic_prefix: String,
+    /// Milliseconds to wait before reconnecting after the connection drops, 100 to 300000.
+    /// Default 2000.
+    #[serde(default = "default_reconnect")]
+    pub reconnect_ms: u64,
+}
+
+fn default_host() -> String {
+    "127.0.0.1".into()
+}
+fn default_port() -> u16 {
+    1883
+}
+fn default_keepalive() -> u64 {
+    60
+}
+fn default_prefix() -> String {
+    "acceso".into()
+}
+fn default_reconnect() -> u64 {
+    2000
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            host: default_host(),
+            port: default_port(),
+            keepalive_s: default_keepalive(),
+            topic_prefix: default_prefix(),
+            reconnect_ms: default_reconnect(),
+        }
+    }
+}
+
+/// `[reader]`: the card reader.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReaderConfig {
+    /// `sim` (a simulated card field, driven by `acceso sim`) or `none`. Default `sim`.
+    #[serde(default)]
+    pub backend: ReaderBackend,
+    /// How often the reader is polled, in milliseconds, 5 to 1000. Default 20.
+    #[serde(default = "default_poll_ms")]
+    pub poll_ms: u64,
+}
+
+fn default_poll_ms() -> u64 {
+    20
+}
+
+impl Default for ReaderConfig {
+    fn default() -> Self {
+        ReaderConfig {
+            backend: ReaderBackend::default(),
+            poll_ms: default_poll_ms(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReaderBackend {
+    #[default]
+    Sim,
+    None,
+}
+
+/// `[relay]`: the lock relay.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelayConfig {
+    /// `sim` (records every level change). Default `sim`.
+    #[serde(default)]
+    pub backend: RelayBackend,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RelayBackend {
+    #[default]
+    Sim,
+}
+
+/// `[camera]`: the camera for face recognition.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CameraConfig {
+    /// `none` (card only) or `sim` (frames from image files). Default `none`.
+    #[serde(default)]
+    pub backend: CameraBackend,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CameraBackend {
+    #[default]
+    None,
+    Sim,
+}
+
+impl Config {
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::from_toml(&text, path)
+    }
+
+    /// Parses and validates TOML text; `path` only names it in errors.
+    pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// A complete configuration for simulation: every key at its default, a given state dir.
+    pub fn sim_defaults(state_dir: &Path) -> Config {
+        Config {
+            device_id: "sim-door".into(),
+            state_dir: state_dir.to_path_buf(),
+            log: "warn".into(),
+            door: DoorConfig {
+                name: "front".into(),
+                unlock_ms: default_unlock_ms(),
+                mode: DoorMode::Card,
+            },
+            broker: BrokerConfig::default(),
+            reader: ReaderConfig::default(),
+            relay: RelayConfig::default(),
+            camera: CameraConfig::default(),
+        }
+    }
+
+    /// The checks serde cannot make. Called by every constructor that reads outside input.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let id_ok = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 128
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | ':'))
+        };
+        if !id_ok(&self.device_id) {
+            return Err(invalid(
+                "device_id",
+                format!(
+                    "{:?} must be 1 to 128 letters, digits, '-', '_' or ':'",
+                    self.device_id
+                ),
+            ));
+        }
+        if self.state_dir.as_os_str().is_empty() {
+            return Err(invalid("state_dir", "is empty"));
+        }
+        if self.door.name.trim().is_empty() {
+            return Err(invalid("door.name", "is empty"));
+        }
+        if !(200..=60_000).contains(&self.door.unlock_ms) {
+            return Err(invalid(
+                "door.unlock_ms",
+                format!("{} is outside 200..=60000", self.door.unlock_ms),
+            ));
+        }
+        if self.door.mode != DoorMode::Card {
+            return Err(invalid(
+                "door.mode",
+                format!(
+                    "{:?} needs face recognition, which this build does not support yet; use \"card\"",
+                    self.door.mode
+                ),
+            ));
+        }
+        if self.broker.host.trim().is_empty() {
+            return Err(invalid("broker.host", "is empty"));
+        }
+        if self.broker.port == 0 {
+            return Err(invalid("broker.port", "must not be 0"));
+        }
+        if !(30..=1200).contains(&self.broker.keepalive_s) {
+            return Err(invalid(
+                "broker.keepalive_s",
+                format!(
+                    "{} is outside 30..=1200 (AWS IoT Core's range)",
+                    self.broker.keepalive_s
+                ),
+            ));
+        }
+        let prefix = &self.broker.topic_prefix;
+        if prefix.is_empty() || prefix.contains(['+', '#']) || prefix.starts_with('/') {
+            return Err(invalid(
+                "broker.topic_prefix",
+                format!("{prefix:?} must be non-empty, without '+', '#' or a leading '/'"),
+            ));
+        }
+        if !(100..=300_000).contains(&self.broker.reconnect_ms) {
+            return Err(invalid(
+                "broker.reconnect_ms",
+                format!("{} is outside 100..=300000", self.broker.reconnect_ms),
+            ));
+        }
+        if !(5..=1000).contains(&self.reader.poll_ms) {
+            return Err(invalid(
+                "reader.poll_ms",
+                format!("{} is outside 5..=1000", self.reader.poll_ms),
+            ));
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log) {
+            return Err(invalid("log", format!("{:?}: {e}", self.log)));
+        }
+        Ok(())
+    }
+
+    /// The database file inside the state directory.
+    pub fn db_path(&self) -> PathBuf {
+        self.state_dir.join("acceso.db")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<Config, String> {
+        Config::from_toml(text, Path::new("test.toml")).map_err(|e| e.to_string())
+    }
+
+    const MINIMAL: &str = "device_id = \"door-1\"\n[door]\nname = \"front\"\n";
+
+    #[test]
+    fn minimal_config_takes_defaults() {
+        let c = load(MINIMAL).unwrap();
+        assert_eq!(c.door.unlock_ms, 3000);
+        assert_eq!(c.broker.port, 1883);
+        assert_eq!(c.broker.topic_prefix, "acceso");
+        assert_eq!(c.state_dir, PathBuf::from("/var/lib/acceso"));
+        assert_eq!(c.db_path(), PathBuf::from("/var/lib/acceso/acceso.db"));
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_by_name() {
+        let err = load(&format!("{MINIMAL}unlock_time = 3\n")).unwrap_err();
+        assert!(err.contains("unlock_time"), "{err}");
+        let err = load(&format!("{MINIMAL}[broker]\nhots = \"x\"\n")).unwrap_err();
+        assert!(err.contains("hots"), "{err}");
+    }
+
+    #[test]
+    fn missing_and_wrong_typed_keys_are_named() {
+        let err = load("[door]\nname = \"front\"\n").unwrap_err();
+        assert!(err.contains("device_id"), "{err}");
+        let err =
+            load("device_id = \"d\"\n[door]\nname = \"f\"\nunlock_ms = \"3s\"\n").unwrap_err();
+        assert!(err.contains("unlock_ms"), "{err}");
+    }
+
+    #[test]
+    fn out_of_range_values_name_the_key() {
+        let cases = [
+            ("[door]\nname = \"f\"\nunlock_ms = 50\n", "door.unlock_ms"),
+            ("[door]\nname = \"f\"\nmode = \"face\"\n", "door.mode"),
+            ("[door]\nname = \"\"\n", "door.name"),
+            (
+                "[door]\nname = \"f\"\n[broker]\nkeepalive_s = 5\n",
+                "broker.keepalive_s",
+            ),
+            (
+                "[door]\nname = \"f\"\n[broker]\ntopic_prefix = \"a/#\"\n",
+                "broker.topic_prefix",
+            ),
+            (
+                "[door]\nname = \"f\"\n[reader]\npoll_ms = 0\n",
+                "reader.poll_ms",
+            ),
+        ];
+        for (tail, key) in cases {
+            let err = load(&format!("device_id = \"d\"\n{tail}")).unwrap_err();
+            assert!(err.contains(key), "{tail}: {err}");
+        }
+        let err = load("device_id = \"a/b\"\n[door]\nname = \"f\"\n").unwrap_err();
+        assert!(err.contains("device_id"), "{err}");
+    }
+
+    #[test]
+    fn sim_defaults_are_valid_and_round_trip() {
+        let c = Config::sim_defaults(Path::new("/tmp/x"));
+        c.validate().unwrap();
+        let text = toml::to_string(&c).unwrap();
+        assert_eq!(load(&text).unwrap(), c);
+    }
+}

@@ -1,0 +1,41 @@
+//! Hardware seams: small traits the agent talks to, with real backends here and simulated
+//! ones in `crate::sim`. Nothing above this module knows which one it has.
+//!
+//! Implementations do blocking IO (SPI, GPIO, V4L2); the agent calls them from dedicated
+//! threads, never from the async reactor.
+
+use acceso_protocol::CardUid;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HwError {
+    #[error("card reader: {0}")]
+    Reader(String),
+    #[error("relay: {0}")]
+    Relay(String),
+    #[error("camera: {0}")]
+    Camera(String),
+}
+
+/// A card reader, polled: which card is in the field right now?
+pub trait CardReader: Send + 'static {
+    /// The UID of the card in the field, if any. Must return within a bounded time.
+    fn poll(&mut self) -> Result<Option<CardUid>, HwError>;
+}
+
+/// The lock relay. `true` energises the coil; what that means for the lock (open on fail-secure
+/// strikes, closed on fail-safe maglocks) is the door's business, not the relay's.
+pub trait Relay: Send + 'static {
+    fn set(&mut self, energised: bool) -> Result<(), HwError>;
+}
+
+/// One camera frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    /// An encoded image (JPEG, PNG), as a file or an MJPEG camera gives it.
+    Encoded { name: String, bytes: Vec<u8> },
+}
+
+/// A camera: the next frame, or `None` when there is nothing new to look at.
+pub trait FrameSource: Send + 'static {
+    fn next_frame(&mut self) -> Result<Option<Frame>, HwError>;
+}

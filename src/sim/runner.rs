@@ -1,0 +1,492 @@
+//! The scenario runner: the real agent against simulated hardware and a broker, driven step
+//! by step, printing what an observer sees as JSON Lines.
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use acceso_protocol::{AccessEvent, Outcome, Topics};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, Publish, QoS};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use tokio::sync::mpsc;
+
+use super::broker::{start_embedded_broker, CutProxy};
+use super::hw::{CardField, RelayRecorder};
+use super::scenario::{Scenario, Step};
+use super::SimError;
+use crate::clock::SimClock;
+use crate::observe::{ApplyResult, Component, HealthState, Observation, Reporter};
+use crate::{Agent, Backends, Config};
+
+/// How long a step may take before the runner moves on regardless.
+const STEP_BOUND: Duration = Duration::from_secs(5);
+/// How long reconnecting may take after the broker comes back or the agent restarts.
+const CONNECT_BOUND: Duration = Duration::from_secs(10);
+
+/// The last line of every run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Summary {
+    pub decisions: usize,
+    pub granted: usize,
+    pub denied: usize,
+    pub events_published: usize,
+    pub events_queued: u64,
+    pub updates_applied: usize,
+    pub updates_ignored: usize,
+    pub updates_gap: usize,
+    pub updates_rejected: usize,
+    pub relay_on_ms: u64,
+    /// Each time the relay was energised, for how long (ms, monotonic clock).
+    pub relay_intervals_ms: Vec<u64>,
+    pub latency_p50_us: u64,
+    pub latency_p99_us: u64,
+}
+
+/// What the runner has seen so far; steps wait on it.
+#[derive(Default)]
+struct Tally {
+    latencies: Vec<u64>,
+    granted: usize,
+    denied: usize,
+    applied_reports: usize,
+    applied: usize,
+    ignored: usize,
+    gap: usize,
+    rejected: usize,
+    published: HashSet<String>,
+    broker_ok: Option<bool>,
+}
+
+impl Tally {
+    fn decisions(&self) -> usize {
+        self.latencies.len()
+    }
+}
+
+struct Printer {
+    start: Instant,
+    out: Box<dyn Write + Send>,
+}
+
+impl Printer {
+    fn line(&mut self, body: Value) -> Result<(), SimError> {
+        let mut line = Map::new();
+        line.insert(
+            "t_ms".into(),
+            (self.start.elapsed().as_millis() as u64).into(),
+        );
+        if let Value::Object(fields) = body {
+            line.extend(fields);
+        }
+        writeln!(self.out, "{}", Value::Object(line))?;
+        self.out.flush()?;
+        Ok(())
+    }
+}
+
+/// The observers' side: agent observations and what the cloud's subscriber receives.
+struct World {
+    observations: mpsc::UnboundedReceiver<Observation>,
+    published: mpsc::UnboundedReceiver<Publish>,
+    tally: Tally,
+    printer: Printer,
+}
+
+impl World {
+    /// Prints what arrives until `done` holds or `within` passes; says whether `done` held.
+    async fn until(
+        &mut self,
+        within: Duration,
+        done: impl Fn(&Tally) -> bool,
+    ) -> Result<bool, SimError> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if done(&self.tally) {
+                return Ok(true);
+            }
+            tokio::select! {
+                Some(obs) = self.observations.recv() => self.observed(obs)?,
+                Some(p) = self.published.recv() => self.received(p)?,
+                _ = tokio::time::sleep_until(deadline) => return Ok(false),
+            }
+        }
+    }
+
+    async fn pass(&mut self, time: Duration) -> Result<(), SimError> {
+        self.until(time, |_| false).await.map(|_| ())
+    }
+
+    fn observed(&mut self, obs: Observation) -> Result<(), SimError> {
+        let t = &mut self.tally;
+        match &obs {
+            Observation::Decision {
+                decision,
+                latency_us,
+                ..
+            } => {
+                t.latencies.push(*latency_us);
+                match decision {
+                    Outcome::Granted => t.granted += 1,
+                    Outcome::Denied => t.denied += 1,
+                }
+            }
+            Observation::Applied { outcome, .. } => {
+                t.applied_reports += 1;
+                match outcome {
+                    ApplyResult::Applied => t.applied += 1,
+                    ApplyResult::Ignored => t.ignored += 1,
+                    ApplyResult::Gap => t.gap += 1,
+                    ApplyResult::Rejected => t.rejected += 1,
+                }
+            }
+            Observation::Health {
+                component: Component::Broker,
+                state,
+                ..
+            } => t.broker_ok = Some(*state == HealthState::Ok),
+            _ => {}
+        }
+        let body =
+            serde_json::to_value(&obs).map_err(|e| SimError::Output(std::io::Error::other(e)))?;
+        self.printer.line(body)
+    }
+
+    fn received(&mut self, p: Publish) -> Result<(), SimError> {
+        let mut body = Map::new();
+        body.insert("kind".into(), "published".into());
+        body.insert("topic".into(), p.topic.clone().into());
+        // Strict parse: an event missing a field, or with one too many, is reported as such.
+        match serde_json::from_slice::<AccessEvent>(&p.payload) {
+            Ok(event) => {
+                self.tally.published.insert(event.event_id.clone());
+                let raw: Value = serde_json::from_slice(&p.payload).unwrap_or(Value::Null);
+                body.insert("event".into(), raw);
+            }
+            Err(e) => {
+                body.insert(
+                    "payload".into(),
+                    String::from_utf8_lossy(&p.payload).into_owned().into(),
+                );
+                body.insert("error".into(), format!("not an AccessEvent: {e}").into());
+            }
+        }
+        self.printer.line(Value::Object(body))
+    }
+}
+
+/// The simulated door: hardware that outlives agent restarts.
+struct Door {
+    config: Config,
+    field: CardField,
+    relay: RelayRecorder,
+    clock: Arc<SimClock>,
+    reporter: Reporter,
+}
+
+impl Door {
+    async fn start(&self) -> Result<Agent, SimError> {
+        let backends = Backends {
+            reader: Some(Box::new(self.field.reader())),
+            relay: Box::new(self.relay.relay()),
+            clock: self.clock.clone(),
+        };
+        Ok(Agent::start(&self.config, backends, self.reporter.clone()).await?)
+    }
+}
+
+/// Runs `scenario`, writing JSON Lines to `out`, and returns the summary it printed last.
+pub async fn run_scenario(
+    scenario: &Scenario,
+    out: Box<dyn Write + Send>,
+) -> Result<Summary, SimError> {
+    let start = Instant::now();
+    let state = tempfile::tempdir()
+        .map_err(|e| SimError::Scenario(format!("cannot create a state directory: {e}")))?;
+    let mut config = sim_config(scenario, state.path())?;
+    let external = scenario
+        .config
+        .get("broker")
+        .and_then(Value::as_object)
+        .is_some_and(|b| b.contains_key("host") || b.contains_key("port"));
+    if external
+        && scenario
+            .steps
+            .iter()
+            .any(|s| matches!(s, Step::Broker { .. }))
+    {
+        return Err(SimError::Scenario(
+            "`broker` steps need the embedded broker; remove config.broker.host/port".into(),
+        ));
+    }
+    let (broker_host, broker_port, mut proxy) = if external {
+        (config.broker.host.clone(), config.broker.port, None)
+    } else {
+        let port = start_embedded_broker()?;
+        let proxy = CutProxy::start(port).await?;
+        config.broker.host = "127.0.0.1".into();
+        config.broker.port = proxy.port();
+        ("127.0.0.1".to_string(), port, Some(proxy))
+    };
+    let topics = Topics::new(&config.broker.topic_prefix);
+    let (cloud, published) = cloud_client(&broker_host, broker_port, &topics.logs()).await?;
+
+    let (reporter, observations) = Reporter::channel();
+    let door = Door {
+        config,
+        field: CardField::default(),
+        relay: RelayRecorder::default(),
+        clock: Arc::new(SimClock::default()),
+        reporter,
+    };
+    let mut world = World {
+        observations,
+        published,
+        tally: Tally::default(),
+        printer: Printer { start, out },
+    };
+    let mut agent = door.start().await?;
+    world
+        .until(CONNECT_BOUND, |t| t.broker_ok == Some(true))
+        .await?;
+    let link_up = |proxy: &Option<CutProxy>| proxy.as_ref().is_none_or(CutProxy::is_up);
+
+    for step in &scenario.steps {
+        match step {
+            Step::Update {
+                update,
+                lost,
+                retain,
+            } => {
+                if *lost {
+                    continue;
+                }
+                let payload =
+                    serde_json::to_vec(update).map_err(|e| SimError::Scenario(e.to_string()))?;
+                publish_update(
+                    &cloud,
+                    &topics,
+                    payload,
+                    *retain,
+                    &mut world,
+                    link_up(&proxy),
+                )
+                .await?;
+            }
+            Step::UpdatesRaw(text) => {
+                let payload = text.clone().into_bytes();
+                publish_update(&cloud, &topics, payload, false, &mut world, link_up(&proxy))
+                    .await?;
+            }
+            Step::Card { uid, hold_ms } => {
+                let before = world.tally.decisions();
+                let since = Instant::now();
+                door.field.present(uid.clone());
+                world.until(STEP_BOUND, |t| t.decisions() > before).await?;
+                let hold = Duration::from_millis(*hold_ms);
+                if let Some(rest) = hold.checked_sub(since.elapsed()) {
+                    world.pass(rest).await?;
+                }
+                door.field.remove();
+                // Let the reader see the field empty, so the same card next is a new tap.
+                world
+                    .pass(Duration::from_millis(2 * door.config.reader.poll_ms))
+                    .await?;
+                if link_up(&proxy) {
+                    world
+                        .until(STEP_BOUND, |t| t.published.len() >= t.decisions())
+                        .await?;
+                }
+            }
+            Step::Broker { up } => {
+                let Some(proxy) = proxy.as_mut() else {
+                    return Err(SimError::Scenario(
+                        "`broker` steps need the embedded broker".into(),
+                    ));
+                };
+                if *up {
+                    proxy.up().await?;
+                    world
+                        .until(CONNECT_BOUND, |t| t.broker_ok == Some(true))
+                        .await?;
+                } else {
+                    proxy.down();
+                    world
+                        .until(STEP_BOUND, |t| t.broker_ok == Some(false))
+                        .await?;
+                }
+            }
+            Step::Clock { time, trusted } => door.clock.set(*time, *trusted),
+            Step::Wait { ms } => world.pass(Duration::from_millis(*ms)).await?,
+            Step::Restart { crash } => {
+                if *crash {
+                    agent.crash();
+                } else {
+                    agent.stop().await;
+                }
+                world.tally.broker_ok = None;
+                agent = door.start().await?;
+                if link_up(&proxy) {
+                    world
+                        .until(CONNECT_BOUND, |t| t.broker_ok == Some(true))
+                        .await?;
+                }
+            }
+        }
+    }
+
+    if link_up(&proxy) {
+        world
+            .until(STEP_BOUND, |t| t.published.len() >= t.decisions())
+            .await?;
+    }
+    let store = agent.store();
+    agent.stop().await;
+    world.pass(Duration::from_millis(50)).await?;
+    let events_queued = store
+        .call(|s| s.queued_count())
+        .await
+        .map_err(|e| SimError::Agent(e.into()))?;
+    let _ = cloud.try_disconnect();
+
+    let summary = summarise(&world.tally, &door.relay, events_queued);
+    let mut body =
+        serde_json::to_value(&summary).map_err(|e| SimError::Output(std::io::Error::other(e)))?;
+    if let Value::Object(fields) = &mut body {
+        fields.shift_insert(0, "kind".into(), "summary".into());
+    }
+    world.printer.line(body)?;
+    Ok(summary)
+}
+
+/// The agent's config for this run: every default, a fresh state directory, the scenario's
+/// overrides on top.
+fn sim_config(scenario: &Scenario, state: &std::path::Path) -> Result<Config, SimError> {
+    let mut defaults = Config::sim_defaults(state);
+    defaults.broker.reconnect_ms = 200;
+    let mut value =
+        serde_json::to_value(&defaults).map_err(|e| SimError::Scenario(format!("config: {e}")))?;
+    merge(&mut value, Value::Object(scenario.config.clone()));
+    let config: Config = serde_path_to_error::deserialize(value)
+        .map_err(|e| SimError::Scenario(format!("config.{}: {}", e.path(), e.inner())))?;
+    config
+        .validate()
+        .map_err(|e| SimError::Scenario(e.to_string()))?;
+    Ok(config)
+}
+
+fn merge(base: &mut Value, over: Value) {
+    match (base, over) {
+        (Value::Object(base), Value::Object(over)) => {
+            for (k, v) in over {
+                match base.get_mut(&k) {
+                    Some(slot) => merge(slot, v),
+                    None => {
+                        base.insert(k, v);
+                    }
+                }
+            }
+        }
+        (slot, v) => *slot = v,
+    }
+}
+
+async fn publish_update(
+    cloud: &AsyncClient,
+    topics: &Topics,
+    payload: Vec<u8>,
+    retain: bool,
+    world: &mut World,
+    link_up: bool,
+) -> Result<(), SimError> {
+    let before = world.tally.applied_reports;
+    cloud
+        .publish(topics.updates(), QoS::AtLeastOnce, retain, payload)
+        .await
+        .map_err(|e| SimError::Broker(format!("cannot publish the update: {e}")))?;
+    if link_up {
+        world
+            .until(STEP_BOUND, |t| t.applied_reports > before)
+            .await?;
+    }
+    Ok(())
+}
+
+/// The cloud's side of the broker: a client that publishes updates and receives events.
+async fn cloud_client(
+    host: &str,
+    port: u16,
+    logs: &str,
+) -> Result<(AsyncClient, mpsc::UnboundedReceiver<Publish>), SimError> {
+    let mut opts = MqttOptions::new(format!("sim-cloud-{}", std::process::id()), host, port);
+    opts.set_keep_alive(Duration::from_secs(30));
+    opts.set_max_packet_size(4 * 1024 * 1024, 4 * 1024 * 1024);
+    let (client, mut eventloop) = AsyncClient::new(opts, 64);
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (ready_tx, mut ready_rx) = mpsc::channel(1);
+    let sub = client.clone();
+    let logs = logs.to_string();
+    tokio::spawn(async move {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    let _ = sub.subscribe(&logs, QoS::AtLeastOnce).await;
+                }
+                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                    let _ = ready_tx.try_send(());
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    if tx.send(p).is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(rumqttc::ConnectionError::RequestsDone) => return,
+                Err(e) => {
+                    tracing::debug!("simulated cloud: {e}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    });
+    match tokio::time::timeout(CONNECT_BOUND, ready_rx.recv()).await {
+        Ok(Some(())) => Ok((client, rx)),
+        _ => Err(SimError::Broker(format!(
+            "the simulated cloud could not subscribe at {host}:{port} within {CONNECT_BOUND:?}"
+        ))),
+    }
+}
+
+fn summarise(t: &Tally, relay: &RelayRecorder, events_queued: u64) -> Summary {
+    let now = Instant::now();
+    let relay_intervals_ms: Vec<u64> = relay
+        .energised_intervals()
+        .into_iter()
+        .map(|(from, to)| to.unwrap_or(now).duration_since(from).as_millis() as u64)
+        .collect();
+    let mut sorted = t.latencies.clone();
+    sorted.sort_unstable();
+    let pct = |p: f64| -> u64 {
+        if sorted.is_empty() {
+            return 0;
+        }
+        let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+        sorted[rank - 1]
+    };
+    Summary {
+        decisions: t.decisions(),
+        granted: t.granted,
+        denied: t.denied,
+        events_published: t.published.len(),
+        events_queued,
+        updates_applied: t.applied,
+        updates_ignored: t.ignored,
+        updates_gap: t.gap,
+        updates_rejected: t.rejected,
+        relay_on_ms: relay_intervals_ms.iter().sum(),
+        relay_intervals_ms,
+        latency_p50_us: pct(0.50),
+        latency_p99_us: pct(0.99),
+    }
+}

@@ -1,0 +1,324 @@
+//! Scenario files: parsed and checked whole before anything runs, so a malformed scenario fails
+//! at once with the step and key at fault, never halfway through.
+
+use std::path::{Path, PathBuf};
+
+use acceso_protocol::CardUid;
+use jiff::Timestamp;
+use serde_json::{Map, Value};
+
+use super::SimError;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scenario {
+    /// Overrides of the agent's config, same keys as the TOML file.
+    pub config: Map<String, Value>,
+    pub steps: Vec<Step>,
+    /// Relative paths in steps are relative to this directory.
+    pub base: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    /// Publish (or, if `lost`, only record) an update as the cloud would.
+    Update {
+        update: Value,
+        lost: bool,
+        retain: bool,
+    },
+    /// Publish these exact bytes on the updates topic.
+    UpdatesRaw(String),
+    /// A card enters the field, stays `hold_ms`, and leaves.
+    Card {
+        uid: CardUid,
+        hold_ms: u64,
+    },
+    /// The broker goes away (`false`) or comes back (`true`).
+    Broker {
+        up: bool,
+    },
+    /// The wall clock the agent sees.
+    Clock {
+        time: Timestamp,
+        trusted: bool,
+    },
+    Wait {
+        ms: u64,
+    },
+    Restart {
+        crash: bool,
+    },
+}
+
+/// Step kinds this build knows but cannot run yet, and what they need.
+const NOT_YET: &[(&str, &str)] = &[
+    ("face", "face recognition"),
+    ("exit_button", "door inputs"),
+    ("door", "door inputs"),
+];
+
+const DEFAULT_HOLD_MS: u64 = 300;
+
+impl Scenario {
+    pub fn load(path: &Path) -> Result<Scenario, SimError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| SimError::Scenario(format!("cannot read {}: {e}", path.display())))?;
+        let base = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        Scenario::parse(&text, &base)
+            .map_err(|e| SimError::Scenario(format!("{}: {e}", path.display())))
+    }
+
+    pub fn parse(text: &str, base: &Path) -> Result<Scenario, String> {
+        let value: Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+        let Value::Object(mut top) = value else {
+            return Err("a scenario is a JSON object with `config` and `steps`".into());
+        };
+        let config = match top.remove("config") {
+            None => Map::new(),
+            Some(Value::Object(m)) => m,
+            Some(_) => return Err("`config` must be an object".into()),
+        };
+        let steps = match top.remove("steps") {
+            Some(Value::Array(steps)) => steps,
+            Some(_) => return Err("`steps` must be an array".into()),
+            None => return Err("missing `steps`".into()),
+        };
+        if let Some(key) = top.keys().next() {
+            return Err(format!(
+                "unknown key `{key}` (a scenario has `config` and `steps`)"
+            ));
+        }
+        let steps = steps
+            .iter()
+            .enumerate()
+            .map(|(i, s)| parse_step(s).map_err(|e| format!("step {}: {e}", i + 1)))
+            .collect::<Result<_, _>>()?;
+        Ok(Scenario {
+            config,
+            steps,
+            base: base.to_path_buf(),
+        })
+    }
+}
+
+fn parse_step(step: &Value) -> Result<Step, String> {
+    let Value::Object(map) = step else {
+        return Err(format!("a step is a JSON object, not {step}"));
+    };
+    let kind_keys = [
+        "update",
+        "updates_raw",
+        "card",
+        "broker",
+        "clock",
+        "wait_ms",
+        "restart",
+        "face",
+        "exit_button",
+        "door",
+    ];
+    let kinds: Vec<&str> = map
+        .keys()
+        .map(String::as_str)
+        .filter(|k| kind_keys.contains(k))
+        .collect();
+    let kind = match kinds.as_slice() {
+        [one] => *one,
+        [] => {
+            let keys: Vec<&String> = map.keys().collect();
+            return Err(format!("unknown step {keys:?}"));
+        }
+        many => return Err(format!("one step has several kinds: {many:?}")),
+    };
+    if let Some((_, needs)) = NOT_YET.iter().find(|(k, _)| *k == kind) {
+        return Err(format!(
+            "`{kind}` steps are not supported yet by this build (they need {needs})"
+        ));
+    }
+    let allowed: &[&str] = match kind {
+        "update" => &["lost", "retain", "unsigned", "signed_by"],
+        "card" => &["hold_ms", "fault", "also"],
+        "clock" => &["trusted"],
+        _ => &[],
+    };
+    if let Some(extra) = map
+        .keys()
+        .find(|k| k.as_str() != kind && !allowed.contains(&k.as_str()))
+    {
+        return Err(format!("`{kind}` step has an unknown key `{extra}`"));
+    }
+    let flag = |key: &str| -> Result<bool, String> {
+        match map.get(key) {
+            None => Ok(false),
+            Some(Value::Bool(b)) => Ok(*b),
+            Some(v) => Err(format!("`{key}` must be true or false, not {v}")),
+        }
+    };
+    let value = &map[kind];
+    match kind {
+        "update" => {
+            for key in ["unsigned", "signed_by"] {
+                if map.contains_key(key) {
+                    return Err(format!(
+                        "`{key}` is not supported yet by this build (it needs signed updates)"
+                    ));
+                }
+            }
+            if value.pointer("/user/face_photos").is_some() {
+                return Err(
+                    "`face_photos` is not supported yet by this build (it needs face recognition)"
+                        .into(),
+                );
+            }
+            if !value.is_object() {
+                return Err(format!("`update` must be an update object, not {value}"));
+            }
+            Ok(Step::Update {
+                update: value.clone(),
+                lost: flag("lost")?,
+                retain: flag("retain")?,
+            })
+        }
+        "updates_raw" => match value {
+            Value::String(s) => Ok(Step::UpdatesRaw(s.clone())),
+            v => Err(format!("`updates_raw` must be a string, not {v}")),
+        },
+        "card" => {
+            if map.contains_key("fault") || map.contains_key("also") {
+                return Err(
+                    "card `fault` is not supported yet by this build (it needs the MFRC522 simulator)"
+                        .into(),
+                );
+            }
+            let Value::String(s) = value else {
+                return Err(format!("`card` must be a UID string, not {value}"));
+            };
+            let uid = s.parse::<CardUid>().map_err(|e| e.to_string())?;
+            let hold_ms = match map.get("hold_ms") {
+                None => DEFAULT_HOLD_MS,
+                Some(v) => v
+                    .as_u64()
+                    .filter(|ms| *ms <= 600_000)
+                    .ok_or_else(|| format!("`hold_ms` must be 0 to 600000, not {v}"))?,
+            };
+            Ok(Step::Card { uid, hold_ms })
+        }
+        "broker" => match value.as_str() {
+            Some("up") => Ok(Step::Broker { up: true }),
+            Some("down") => Ok(Step::Broker { up: false }),
+            _ => Err(format!("`broker` must be \"up\" or \"down\", not {value}")),
+        },
+        "clock" => {
+            let Value::String(s) = value else {
+                return Err(format!("`clock` must be an RFC 3339 time, not {value}"));
+            };
+            let time = s
+                .parse::<Timestamp>()
+                .map_err(|e| format!("`clock` {s:?} is not an RFC 3339 time: {e}"))?;
+            let trusted = match map.get("trusted") {
+                None => true,
+                Some(_) => flag("trusted")?,
+            };
+            Ok(Step::Clock { time, trusted })
+        }
+        "wait_ms" => value
+            .as_u64()
+            .filter(|ms| *ms <= 3_600_000)
+            .map(|ms| Step::Wait { ms })
+            .ok_or_else(|| format!("`wait_ms` must be 0 to 3600000, not {value}")),
+        "restart" => match value.as_str() {
+            Some("graceful") => Ok(Step::Restart { crash: false }),
+            Some("crash") => Ok(Step::Restart { crash: true }),
+            _ => Err(format!(
+                "`restart` must be \"graceful\" or \"crash\", not {value}"
+            )),
+        },
+        other => Err(format!("unknown step `{other}`")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Scenario, String> {
+        Scenario::parse(text, Path::new("/s"))
+    }
+
+    #[test]
+    fn every_supported_step_parses() {
+        let s = parse(
+            r#"{"config":{"door":{"unlock_ms":1000}},"steps":[
+                {"update":{"version":1,"op":"delete_user","user_id":"u"},"retain":true},
+                {"update":{"version":2,"op":"delete_user","user_id":"u"},"lost":true},
+                {"updates_raw":"{"},
+                {"card":"de:ad:be:ef","hold_ms":50},
+                {"card":"01020304"},
+                {"broker":"down"},{"broker":"up"},
+                {"clock":"2026-01-01T00:00:00Z","trusted":false},
+                {"wait_ms":10},
+                {"restart":"graceful"},{"restart":"crash"}
+            ]}"#,
+        )
+        .unwrap();
+        assert_eq!(s.steps.len(), 11);
+        assert_eq!(
+            s.steps[3],
+            Step::Card {
+                uid: "DEADBEEF".parse().unwrap(),
+                hold_ms: 50
+            }
+        );
+        assert!(matches!(
+            s.steps[4],
+            Step::Card {
+                hold_ms: DEFAULT_HOLD_MS,
+                ..
+            }
+        ));
+        assert!(matches!(
+            s.steps[1],
+            Step::Update {
+                lost: true,
+                retain: false,
+                ..
+            }
+        ));
+        assert!(matches!(s.steps[7], Step::Clock { trusted: false, .. }));
+        assert_eq!(s.config["door"]["unlock_ms"], 1000);
+    }
+
+    #[test]
+    fn malformed_scenarios_name_the_step_and_the_problem() {
+        let cases = [
+            (r#"{"steps":[{"jump":1}]}"#, "step 1: unknown step"),
+            (r#"{"steps":[{"wait_ms":1},{"card":"XYZ"}]}"#, "step 2"),
+            (
+                r#"{"steps":[{"card":"DEADBEEF","colour":1}]}"#,
+                "unknown key `colour`",
+            ),
+            (r#"{"steps":[{"broker":"sideways"}]}"#, "\"up\" or \"down\""),
+            (r#"{"steps":[{"clock":"yesterday"}]}"#, "RFC 3339"),
+            (r#"{"steps":[{"wait_ms":-1}]}"#, "wait_ms"),
+            (
+                r#"{"steps":[{"card":"DEADBEEF","wait_ms":1}]}"#,
+                "several kinds",
+            ),
+            (r#"{"steps":[{"face":"a.jpg"}]}"#, "not supported yet"),
+            (
+                r#"{"steps":[{"card":"DEADBEEF","fault":"bad_bcc"}]}"#,
+                "not supported yet",
+            ),
+            (r#"{"steps":[]," extra":1}"#, "unknown key"),
+            (r#"{"config":{}}"#, "missing `steps`"),
+            (r#"[1]"#, "JSON object"),
+        ];
+        for (text, expect) in cases {
+            let err = parse(text).expect_err(text);
+            assert!(err.contains(expect), "{text}: {err:?} lacks {expect:?}");
+        }
+    }
+}

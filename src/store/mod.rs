@@ -1,0 +1,288 @@
+//! The agent's state on disk: one SQLite file (WAL) with versioned migrations.
+//!
+//! Owns users and their cards, the outbox of events not yet acknowledged by the broker, the
+//! applied update version and the persistent event sequence number. Every multi-row change is
+//! one transaction. A damaged file is moved aside and a fresh one started, never crash-looped on.
+//! This module does blocking IO: call it from a blocking thread, never from the async reactor.
+
+mod outbox;
+mod users;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags};
+
+pub use outbox::QueuedEvent;
+pub use users::{classify, ApplyOutcome, Disposition};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database {path}: {source}")]
+    Sqlite {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("database {path} has schema version {found}, newer than this agent knows ({known}); refusing to touch it (downgrade not supported)")]
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
+    #[error("cannot move damaged database {path} aside: {source}")]
+    MoveAside {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot create state directory {path}: {source}")]
+    StateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// A database that could not be used and was moved aside at open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MovedAside {
+    pub to: PathBuf,
+    pub why: String,
+}
+
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+/// Each entry moves the schema from version i to i+1. Never edit one that has shipped.
+const MIGRATIONS: &[&str] = &[
+    // 1: users, cards, outbox, counters.
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) STRICT;
+     INSERT INTO meta (key, value) VALUES ('applied_version', 0), ('next_seq', 1);
+     CREATE TABLE users (
+         id TEXT PRIMARY KEY,
+         version INTEGER NOT NULL,
+         body TEXT NOT NULL
+     ) STRICT;
+     CREATE TABLE cards (
+         uid BLOB PRIMARY KEY,
+         user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE
+     ) STRICT;
+     CREATE INDEX cards_by_user ON cards(user_id);
+     CREATE TABLE outbox (
+         seq INTEGER PRIMARY KEY,
+         event_id TEXT NOT NULL UNIQUE,
+         payload TEXT NOT NULL
+     ) STRICT;",
+];
+
+impl Store {
+    /// Opens (creating if needed) the database at `path`. If the file is not a usable database,
+    /// it is renamed to `<path>.damaged-<unix time>` and a fresh one is created; the returned
+    /// `MovedAside` says so, and the caller must report it.
+    pub fn open(path: &Path) -> Result<(Store, Option<MovedAside>), StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::StateDir {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        match Store::open_checked(path) {
+            Ok(store) => Ok((store, None)),
+            Err(StoreError::Sqlite { source, .. }) if is_damage(&source) => {
+                let moved = move_aside(path, &source.to_string())?;
+                let store = Store::open_checked(path)?;
+                Ok((store, Some(moved)))
+            }
+            Err(StoreError::Corrupt(why)) => {
+                let moved = move_aside(path, &why)?;
+                let store = Store::open_checked(path)?;
+                Ok((store, Some(moved)))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn open_checked(path: &Path) -> Result<Store, StoreError> {
+        let err = |source| StoreError::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        };
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags).map_err(err)?;
+        conn.busy_timeout(Duration::from_secs(5)).map_err(err)?;
+        let check: String = conn
+            .query_row("PRAGMA quick_check", [], |r| r.get(0))
+            .map_err(err)?;
+        if check != "ok" {
+            return Err(StoreError::Corrupt(format!("quick_check: {check}")));
+        }
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(err)?;
+        // NORMAL in WAL mode: a power cut may lose the last transactions but never corrupts.
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(err)?;
+        conn.pragma_update(None, "foreign_keys", true)
+            .map_err(err)?;
+        let mut store = Store {
+            conn,
+            path: path.to_path_buf(),
+        };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn migrate(&mut self) -> Result<(), StoreError> {
+        let known = MIGRATIONS.len() as i64;
+        let found: i64 = self
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| self.err(e))?;
+        if found > known {
+            return Err(StoreError::TooNew {
+                path: self.path.clone(),
+                found,
+                known,
+            });
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+            let tx = self.conn.transaction().map_err(|e| StoreError::Sqlite {
+                path: self.path.clone(),
+                source: e,
+            })?;
+            tx.execute_batch(sql)
+                .and_then(|_| tx.pragma_update(None, "user_version", i as i64 + 1))
+                .and_then(|_| tx.commit())
+                .map_err(|e| StoreError::Sqlite {
+                    path: self.path.clone(),
+                    source: e,
+                })?;
+        }
+        Ok(())
+    }
+
+    fn err(&self, source: rusqlite::Error) -> StoreError {
+        StoreError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn meta(&self, key: &str) -> Result<i64, StoreError> {
+        self.conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .map_err(|e| self.err(e))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+fn is_damage(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::NotADatabase) | Some(rusqlite::ErrorCode::DatabaseCorrupt)
+    )
+}
+
+fn move_aside(path: &Path, why: &str) -> Result<MovedAside, StoreError> {
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let mut to = path.as_os_str().to_owned();
+    to.push(format!(".damaged-{stamp}"));
+    let to = PathBuf::from(to);
+    std::fs::rename(path, &to).map_err(|source| StoreError::MoveAside {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    for suffix in ["-wal", "-shm"] {
+        let mut side = path.as_os_str().to_owned();
+        side.push(suffix);
+        let mut side_to = to.as_os_str().to_owned();
+        side_to.push(suffix);
+        // The side files may not exist; a leftover one would be applied to the fresh file.
+        let _ = std::fs::rename(&side, &side_to);
+    }
+    Ok(MovedAside {
+        to,
+        why: why.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fresh_database_starts_at_version_zero_and_seq_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, moved) = Store::open(&dir.path().join("a.db")).unwrap();
+        assert!(moved.is_none());
+        assert_eq!(store.applied_version().unwrap(), 0);
+        assert_eq!(store.meta("next_seq").unwrap(), 1);
+        let mode: String = store
+            .conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+    }
+
+    #[test]
+    fn garbage_file_is_moved_aside_and_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.db");
+        std::fs::write(
+            &path,
+            b"this is not a database, it is a shopping list".repeat(200),
+        )
+        .unwrap();
+        let (store, moved) = Store::open(&path).unwrap();
+        let moved = moved.expect("damage was not reported");
+        assert!(moved.to.exists(), "{moved:?}");
+        assert_eq!(std::fs::read(&moved.to).unwrap()[..12], b"this is not "[..]);
+        assert_eq!(store.applied_version().unwrap(), 0);
+    }
+
+    #[test]
+    fn database_from_a_newer_agent_is_refused_not_moved() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.db");
+        {
+            let c = Connection::open(&path).unwrap();
+            c.pragma_update(None, "user_version", 99).unwrap();
+        }
+        let err = Store::open(&path).err().expect("opened a newer database");
+        assert!(matches!(err, StoreError::TooNew { found: 99, .. }), "{err}");
+        assert!(path.exists());
+    }
+}
+
+/// The store, shared between tasks; every call runs on a blocking thread.
+#[derive(Clone)]
+pub struct SharedStore(std::sync::Arc<std::sync::Mutex<Store>>);
+
+impl SharedStore {
+    pub fn new(store: Store) -> SharedStore {
+        SharedStore(std::sync::Arc::new(std::sync::Mutex::new(store)))
+    }
+
+    /// Runs `f` with the store on a blocking thread.
+    pub async fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let inner = self.0.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut store = inner.lock().unwrap_or_else(|e| e.into_inner());
+            f(&mut store)
+        })
+        .await
+        .map_err(|e| StoreError::Corrupt(format!("store task failed: {e}")))?
+    }
+}
