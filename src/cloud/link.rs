@@ -20,6 +20,8 @@ use crate::store::SharedStore;
 
 /// At most this many unacknowledged publishes (AWS IoT Core's limit is 100).
 const MAX_IN_FLIGHT: usize = 100;
+/// How long a graceful stop waits for the acknowledgements of events in flight.
+const STOP_GRACE: Duration = Duration::from_secs(1);
 /// Room for the MQTT header and topic on top of the largest payload we send.
 const MAX_OUTGOING_PACKET: usize = MAX_PAYLOAD_BYTES + 4 * 1024;
 /// Incoming packets may be larger than any valid update, so that an oversized one is read and
@@ -156,6 +158,24 @@ pub async fn run_link(
                 }
             }
         }
+    }
+    if connected {
+        // Let the PUBACKs of what is in flight arrive, so a restart does not resend it.
+        let _ = tokio::time::timeout(STOP_GRACE, async {
+            while window.in_flight() > 0 {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::PubAck(ack))) => {
+                        if let Some(seq) = window.acked(ack.pkid) {
+                            let _ = store.call(move |s| s.delete_queued(seq)).await;
+                        }
+                    }
+                    Ok(Event::Outgoing(Outgoing::Publish(pkid))) => window.written(pkid),
+                    Ok(_) => {}
+                    Err(_) => break,
+                }
+            }
+        })
+        .await;
     }
     // Say goodbye so the broker does not publish a will for a clean stop; best effort.
     if connected && client.try_disconnect().is_ok() {

@@ -39,7 +39,6 @@ impl Window {
         self.next
     }
 
-    #[cfg(test)]
     pub fn in_flight(&self) -> usize {
         self.handed.len() + self.sent.len()
     }

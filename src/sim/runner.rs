@@ -17,6 +17,7 @@ use super::hw::{CardField, RelayRecorder};
 use super::scenario::{Scenario, Step};
 use super::SimError;
 use crate::clock::SimClock;
+use crate::door::LockState;
 use crate::observe::{ApplyResult, Component, HealthState, Observation, Reporter};
 use crate::{Agent, Backends, Config};
 
@@ -57,6 +58,7 @@ struct Tally {
     rejected: usize,
     published: HashSet<String>,
     broker_ok: Option<bool>,
+    unlocked: bool,
 }
 
 impl Tally {
@@ -146,6 +148,7 @@ impl World {
                 state,
                 ..
             } => t.broker_ok = Some(*state == HealthState::Ok),
+            Observation::Relay { state } => t.unlocked = *state == LockState::Unlocked,
             _ => {}
         }
         let body =
@@ -341,6 +344,9 @@ pub async fn run_scenario(
             .until(STEP_BOUND, |t| t.published.len() >= t.decisions())
             .await?;
     }
+    // Let the last unlock run its course: stopping would relock early and cut it short.
+    let unlock = Duration::from_millis(door.config.door.unlock_ms);
+    world.until(unlock + STEP_BOUND, |t| !t.unlocked).await?;
     let store = agent.store();
     agent.stop().await;
     world.pass(Duration::from_millis(50)).await?;

@@ -1,1 +1,2 @@
+pub mod door;
 pub mod mosquitto;

@@ -40,6 +40,8 @@ pub struct Mosquitto {
     log_path: PathBuf,
     port: u16,
     child: Option<Child>,
+    /// Keep sessions and queued messages across restarts (in the temp dir).
+    persistent: bool,
 }
 
 /// Outcome of one attempt at launching mosquitto.
@@ -55,6 +57,16 @@ impl Mosquitto {
     ///
     /// Panics if `/usr/sbin/mosquitto` is missing or the broker is not ready within 10 s.
     pub fn start() -> Mosquitto {
+        Mosquitto::launch_new(false)
+    }
+
+    /// Like `start`, with `persistence true`: durable sessions and the QoS 1 messages queued
+    /// for them survive `stop` + `restart`, as they do on a production broker.
+    pub fn start_persistent() -> Mosquitto {
+        Mosquitto::launch_new(true)
+    }
+
+    fn launch_new(persistent: bool) -> Mosquitto {
         if !Path::new(MOSQUITTO_BIN).exists() {
             panic!(
                 "{MOSQUITTO_BIN} not found: these tests need a local mosquitto broker \
@@ -75,6 +87,7 @@ impl Mosquitto {
             log_path,
             port: 0,
             child: None,
+            persistent,
         };
 
         // Between dropping our probe listener and mosquitto binding, another process may
@@ -214,12 +227,19 @@ impl Mosquitto {
             "listener {port} {HOST}\n\
              allow_anonymous true\n\
              set_tcp_nodelay true\n\
-             persistence false\n\
              log_dest stderr\n\
              max_inflight_messages 100\n\
              max_queued_messages 10000\n",
             port = self.port
         );
+        let conf = if self.persistent {
+            format!(
+                "{conf}persistence true\npersistence_location {}/\n",
+                self.dir.path().display()
+            )
+        } else {
+            format!("{conf}persistence false\n")
+        };
         std::fs::write(&self.conf_path, conf).expect("write mosquitto config");
     }
 
@@ -330,7 +350,7 @@ fn client_options(kind: &str, host: &str, port: u16) -> MqttOptions {
     let n = CLIENT_COUNTER.fetch_add(1, Ordering::Relaxed);
     let id = format!("test-{kind}-{}-{n}", std::process::id());
     let mut options = MqttOptions::new(id, host, port);
-    options.set_clean_session(true);
+    options.set_clean_session(kind != "durable-sub");
     options.set_max_packet_size(MAX_PACKET_SIZE, MAX_PACKET_SIZE);
     options
 }
@@ -347,7 +367,28 @@ pub async fn subscriber(
     port: u16,
     topic: &str,
 ) -> (AsyncClient, mpsc::UnboundedReceiver<Publish>) {
-    let (client, mut eventloop) = AsyncClient::new(client_options("sub", host, port), 1000);
+    subscribe_with(client_options("sub", host, port), topic).await
+}
+
+/// Like `subscriber`, with a persistent session (clean session off): with a broker from
+/// `Mosquitto::start_persistent`, messages published while it is disconnected (a broker
+/// restart) are queued for it and delivered when it reconnects.
+#[allow(dead_code)]
+pub async fn durable_subscriber(
+    host: &str,
+    port: u16,
+    topic: &str,
+) -> (AsyncClient, mpsc::UnboundedReceiver<Publish>) {
+    subscribe_with(client_options("durable-sub", host, port), topic).await
+}
+
+async fn subscribe_with(
+    options: MqttOptions,
+    topic: &str,
+) -> (AsyncClient, mpsc::UnboundedReceiver<Publish>) {
+    let (host, port) = options.broker_address();
+    let (host, port) = (host.as_str(), port);
+    let (client, mut eventloop) = AsyncClient::new(options, 1000);
     let (tx, rx) = mpsc::unbounded_channel();
     let (subacked_tx, subacked_rx) = oneshot::channel::<Result<(), String>>();
 

@@ -1,0 +1,263 @@
+//! The whole agent against a real mosquitto on loopback: events out, updates in.
+
+mod support;
+
+use std::time::Duration;
+
+use acceso::observe::{ApplyResult, Observation};
+use acceso_protocol::{Method, Outcome, Reason, MAX_PAYLOAD_BYTES};
+use rumqttc::QoS;
+use support::door::{collect_events, TestDoor, BOUND};
+use support::mosquitto::{durable_subscriber, publisher, subscriber, Mosquitto};
+
+const LOGS: &str = "acceso/logs";
+const UPDATES: &str = "acceso/updates";
+
+fn upsert(version: u64, id: &str, cards: &[&str], extra: &str) -> String {
+    let cards: Vec<String> = cards.iter().map(|c| format!("{c:?}")).collect();
+    format!(
+        r#"{{"version":{version},"op":"upsert_user","user":{{"id":"{id}","name":"{id}","cards":[{}]{extra}}}}}"#,
+        cards.join(",")
+    )
+}
+
+async fn send(client: &rumqttc::AsyncClient, payload: impl Into<Vec<u8>>) {
+    tokio::time::timeout(
+        BOUND,
+        client.publish(UPDATES, QoS::AtLeastOnce, false, payload.into()),
+    )
+    .await
+    .expect("publish timed out")
+    .expect("publish queued");
+}
+
+fn outcome(obs: &Observation) -> (Outcome, Reason) {
+    match obs {
+        Observation::Decision {
+            decision, reason, ..
+        } => (*decision, *reason),
+        other => panic!("not a decision: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_decision_arrives_at_the_broker_with_every_field() {
+    let broker = Mosquitto::start();
+    let (_sub, mut events) = subscriber(broker.host(), broker.port(), LOGS).await;
+    let cloud = publisher(broker.host(), broker.port()).await;
+    let mut door = TestDoor::start(broker.port(), 1000).await;
+    door.connected().await;
+
+    send(&cloud, upsert(1, "ana", &["04:6b:2f:91:c4:5a:80"], "")).await;
+    assert_eq!(door.applied().await.1, ApplyResult::Applied);
+    let before = jiff::Timestamp::now();
+    door.tap("046B2F91C45A80").await;
+    door.tap("DEADBEEF").await;
+
+    let got = collect_events(&mut events, 2).await;
+    let raw: serde_json::Value = serde_json::to_value(&got[0]).unwrap();
+    for field in [
+        "event_id",
+        "device",
+        "door",
+        "seq",
+        "boot_id",
+        "time",
+        "time_trusted",
+        "method",
+        "card_uid",
+        "user_id",
+        "face_score",
+        "decision",
+        "reason",
+        "latency_us",
+    ] {
+        assert!(raw.get(field).is_some(), "field {field} missing in {raw}");
+    }
+    let (granted, denied) = (&got[0], &got[1]);
+    assert_eq!((granted.seq, denied.seq), (1, 2));
+    assert_eq!(granted.device, "test-door");
+    assert_eq!(granted.door, "front");
+    assert_eq!(granted.method, Method::Card);
+    assert_eq!(
+        granted.card_uid.as_ref().unwrap().to_string(),
+        "046B2F91C45A80"
+    );
+    assert_eq!(granted.user_id.as_deref(), Some("ana"));
+    assert_eq!(
+        (granted.decision, granted.reason),
+        (Outcome::Granted, Reason::Granted)
+    );
+    assert_eq!(
+        (denied.decision, denied.reason),
+        (Outcome::Denied, Reason::UnknownCard)
+    );
+    assert_eq!(denied.user_id, None);
+    assert!(granted.time_trusted);
+    assert!(granted.time >= before && granted.time <= jiff::Timestamp::now());
+    // UUIDv7: version nibble 7, distinct per event, ordered by creation.
+    assert_eq!(
+        granted.event_id.as_bytes()[14],
+        b'7',
+        "{}",
+        granted.event_id
+    );
+    assert!(granted.event_id < denied.event_id);
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+    assert_eq!(granted.boot_id, boot.trim());
+    assert!(granted.latency_us > 0);
+    door.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_changes_the_next_decision_and_an_old_version_is_ignored() {
+    let broker = Mosquitto::start();
+    let cloud = publisher(broker.host(), broker.port()).await;
+    let mut door = TestDoor::start(broker.port(), 1000).await;
+    door.connected().await;
+
+    assert_eq!(outcome(&door.tap("DEADBEEF").await).1, Reason::UnknownCard);
+    send(&cloud, upsert(1, "ben", &["DEADBEEF"], "")).await;
+    assert_eq!(door.applied().await, (Some(1), ApplyResult::Applied, None));
+    assert_eq!(
+        outcome(&door.tap("DEADBEEF").await),
+        (Outcome::Granted, Reason::Granted)
+    );
+
+    // Revoke by disabling; then a replay of version 1 must not bring him back.
+    send(
+        &cloud,
+        upsert(2, "ben", &["DEADBEEF"], r#","enabled":false"#),
+    )
+    .await;
+    assert_eq!(door.applied().await.1, ApplyResult::Applied);
+    assert_eq!(outcome(&door.tap("DEADBEEF").await).1, Reason::UserDisabled);
+    send(&cloud, upsert(1, "ben", &["DEADBEEF"], "")).await;
+    let (version, result, reason) = door.applied().await;
+    assert_eq!((version, result), (Some(1), ApplyResult::Ignored));
+    assert!(reason.unwrap().contains("applied version 2"));
+    assert_eq!(outcome(&door.tap("DEADBEEF").await).1, Reason::UserDisabled);
+
+    // A gap is reported and not applied.
+    send(&cloud, upsert(5, "cy", &["01020304"], "")).await;
+    assert_eq!(door.applied().await.1, ApplyResult::Gap);
+    assert_eq!(outcome(&door.tap("01020304").await).1, Reason::UnknownCard);
+
+    // Delete, then the card is unknown.
+    send(
+        &cloud,
+        r#"{"version":3,"op":"delete_user","user_id":"ben"}"#,
+    )
+    .await;
+    assert_eq!(door.applied().await.1, ApplyResult::Applied);
+    assert_eq!(outcome(&door.tap("DEADBEEF").await).1, Reason::UnknownCard);
+    door.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_updates_are_rejected_whole_and_the_agent_carries_on() {
+    let broker = Mosquitto::start();
+    let cloud = publisher(broker.host(), broker.port()).await;
+    let mut door = TestDoor::start(broker.port(), 1000).await;
+    door.connected().await;
+
+    let oversized = format!(
+        r#"{{"version":1,"op":"upsert_user","user":{{"id":"big","name":"{}"}}}}"#,
+        "x".repeat(MAX_PAYLOAD_BYTES)
+    );
+    let bad: Vec<(Vec<u8>, &str)> = vec![
+        (b"{not json".to_vec(), "not valid JSON"),
+        (oversized.into_bytes(), "over the"),
+        (
+            br#"{"version":1,"op":"rename_user","user_id":"a"}"#.to_vec(),
+            "rename_user",
+        ),
+        (upsert(1, "ana", &["ZZ"], "").into_bytes(), "not hex"),
+        (vec![0xff, 0xfe, 0x00], "not valid JSON"),
+    ];
+    for (payload, why) in bad {
+        send(&cloud, payload).await;
+        let (_, result, reason) = door.applied().await;
+        assert_eq!(result, ApplyResult::Rejected);
+        let reason = reason.unwrap();
+        assert!(reason.contains(why), "{reason:?} lacks {why:?}");
+    }
+    // Two users claiming one card: the second update is rejected, nothing of it applied.
+    send(&cloud, upsert(1, "ana", &["DEADBEEF"], "")).await;
+    assert_eq!(door.applied().await.1, ApplyResult::Applied);
+    send(&cloud, upsert(2, "eve", &["01020304", "DEADBEEF"], "")).await;
+    let (_, result, reason) = door.applied().await;
+    assert_eq!(result, ApplyResult::Rejected);
+    assert!(reason.unwrap().contains("already held by user ana"));
+    assert_eq!(outcome(&door.tap("01020304").await).1, Reason::UnknownCard);
+    // The agent is still deciding and still applying.
+    let granted = door.tap("DEADBEEF").await;
+    assert_eq!(outcome(&granted), (Outcome::Granted, Reason::Granted));
+    send(&cloud, upsert(2, "eve", &["01020304"], "")).await;
+    assert_eq!(door.applied().await.1, ApplyResult::Applied);
+    door.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_stopped_and_restarted_while_events_are_produced_loses_none() {
+    let mut broker = Mosquitto::start_persistent();
+    let (_sub, mut events) = durable_subscriber(broker.host(), broker.port(), LOGS).await;
+    let mut door = TestDoor::start(broker.port(), 1000).await;
+    door.connected().await;
+
+    for _ in 0..3 {
+        door.tap("DEADBEEF").await;
+    }
+    broker.stop();
+    door.disconnected().await;
+    for uid in ["01020304", "0A0B0C0D", "DEADBEEF", "01020304", "0A0B0C0D"] {
+        door.tap(uid).await;
+    }
+    broker.restart();
+    for _ in 0..2 {
+        door.tap("CAFEBABE").await;
+    }
+    let got = collect_events(&mut events, 10).await;
+    assert_eq!(
+        got.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        (1..=10).collect::<Vec<_>>()
+    );
+    // Everything acknowledged leaves the outbox.
+    let store = door.agent.as_ref().unwrap().store();
+    let deadline = tokio::time::Instant::now() + BOUND;
+    loop {
+        let queued = store.call(|s| s.queued_count()).await.unwrap();
+        if queued == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{queued} events still queued"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    door.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_decided_while_offline_survive_a_restart_and_are_delivered() {
+    let broker = Mosquitto::start();
+    let (_sub, mut events) = subscriber(broker.host(), broker.port(), LOGS).await;
+    // Point the door at a port where nothing listens: it decides and queues, offline.
+    let mut door = TestDoor::start(support_free_port(), 1000).await;
+    door.tap("DEADBEEF").await;
+    door.tap("01020304").await;
+    door.stop().await;
+    door.config.broker.port = broker.port();
+    door.start_agent().await;
+    door.connected().await;
+    door.tap("0A0B0C0D").await;
+    let got = collect_events(&mut events, 3).await;
+    assert_eq!(got.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2, 3]);
+    door.stop().await;
+}
+
+fn support_free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}

@@ -1,0 +1,335 @@
+//! The `acceso` binary as a user runs it: demo, sim, and bad input.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use acceso_protocol::AccessEvent;
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_acceso");
+
+/// Runs the binary with a time limit, so a hang fails the test instead of stalling it.
+fn acceso(args: &[&str]) -> Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run acceso");
+    let until = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > until {
+            let _ = child.kill();
+            panic!("acceso {args:?} did not finish within 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("output")
+}
+
+fn lines(out: &Output) -> Vec<Value> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+fn of_kind<'a>(lines: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    lines.iter().filter(|l| l["kind"] == kind).collect()
+}
+
+/// Checks what must hold for any run: the summary is last and consistent, the relay was only
+/// energised for grants and never longer than the unlock time, every decision's event reached
+/// the broker with every field. `cut_short` unlocks may end early (a restart relocks).
+fn check_run(lines: &[Value], unlock_ms: u64, cut_short: usize) -> &Value {
+    let summary = lines.last().expect("no output");
+    assert_eq!(summary["kind"], "summary", "last line is not the summary");
+    let mut t_prev = 0;
+    for l in lines {
+        let t = l["t_ms"].as_u64().expect("t_ms");
+        assert!(t >= t_prev, "t_ms goes back at {l}");
+        t_prev = t;
+    }
+    // Every unlock is immediately followed by a granted decision (actuate, then report).
+    for (i, l) in lines.iter().enumerate() {
+        if l["kind"] == "relay" && l["state"] == "unlocked" {
+            let next = lines[i + 1..]
+                .iter()
+                .find(|n| n["kind"] == "decision")
+                .expect("an unlock without a decision");
+            assert_eq!(next["decision"], "granted", "relay unlocked for {next}");
+        }
+    }
+    let decisions = of_kind(lines, "decision");
+    let granted = decisions
+        .iter()
+        .filter(|d| d["decision"] == "granted")
+        .count();
+    assert_eq!(summary["decisions"], decisions.len());
+    assert_eq!(summary["granted"], granted);
+    let intervals = summary["relay_intervals_ms"].as_array().unwrap();
+    assert_eq!(intervals.len(), granted, "one relay interval per grant");
+    let mut short = 0;
+    for iv in intervals {
+        let iv = iv.as_u64().unwrap();
+        assert!(
+            iv <= unlock_ms + 150,
+            "relay open {iv} ms, configured {unlock_ms}"
+        );
+        if iv < unlock_ms {
+            short += 1;
+        }
+    }
+    assert_eq!(
+        short, cut_short,
+        "unlocks shorter than {unlock_ms} ms: {intervals:?}"
+    );
+    // Events: one per decision, seq in order, matching the decision, every field present.
+    let mut events: Vec<AccessEvent> = Vec::new();
+    for p in of_kind(lines, "published") {
+        assert_eq!(p["topic"], "acceso/logs");
+        assert!(p.get("error").is_none(), "bad event: {p}");
+        assert_eq!(p["event"].as_object().unwrap().len(), 14, "{p}");
+        let e: AccessEvent = serde_json::from_value(p["event"].clone()).unwrap();
+        if !events.iter().any(|x| x.event_id == e.event_id) {
+            events.push(e);
+        }
+    }
+    events.sort_by_key(|e| e.seq);
+    assert_eq!(
+        events.len(),
+        decisions.len(),
+        "events published != decisions"
+    );
+    assert_eq!(summary["events_published"], events.len());
+    assert_eq!(summary["events_queued"], 0);
+    for (i, (d, e)) in decisions.iter().zip(&events).enumerate() {
+        assert_eq!(e.seq, i as u64 + 1);
+        assert_eq!(d["card_uid"], serde_json::to_value(&e.card_uid).unwrap());
+        assert_eq!(d["reason"], serde_json::to_value(e.reason).unwrap());
+        assert_eq!(d["latency_us"], e.latency_us);
+    }
+    summary
+}
+
+fn reasons(lines: &[Value]) -> Vec<String> {
+    of_kind(lines, "decision")
+        .iter()
+        .map(|d| d["reason"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn demo_shows_updates_grants_denials_and_the_events_received() {
+    let out = acceso(&["demo"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines = lines(&out);
+    let summary = check_run(&lines, 1500, 0);
+    assert_eq!(
+        reasons(&lines),
+        [
+            "granted",
+            "unknown_card",
+            "granted",
+            "unknown_card",
+            "unknown_card"
+        ]
+    );
+    let applied: Vec<&str> = of_kind(&lines, "applied")
+        .iter()
+        .map(|a| a["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        applied,
+        ["applied", "applied", "applied", "rejected", "ignored"]
+    );
+    assert_eq!(summary["updates_rejected"], 1);
+    // The relay starts locked and ends locked.
+    let relay = of_kind(&lines, "relay");
+    assert_eq!(relay.first().unwrap()["state"], "locked");
+    assert_eq!(relay.last().unwrap()["state"], "locked");
+}
+
+#[test]
+fn scenario_with_outage_crash_and_restart_loses_no_event() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/scenarios/outage_and_restarts.json"
+    );
+    let out = acceso(&["sim", "--scenario", path]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines = lines(&out);
+    // The crash comes while Ana's second unlock runs: the restarted agent locks at start.
+    check_run(&lines, 500, 1);
+    // Offline decisions are made locally; the retained update survives restarts; the
+    // validity window is enforced against the clock the agent sees.
+    assert_eq!(
+        reasons(&lines),
+        [
+            "granted",
+            "granted",
+            "unknown_card",
+            "expired",
+            "granted",
+            "granted"
+        ]
+    );
+    let broker: Vec<&str> = of_kind(&lines, "health")
+        .iter()
+        .filter(|h| h["component"] == "broker")
+        .map(|h| h["state"].as_str().unwrap())
+        .collect();
+    assert!(broker.contains(&"degraded"), "{broker:?}");
+    assert_eq!(broker.last(), Some(&"ok"));
+    // The untrusted clock is carried on the event decided under it.
+    let published = of_kind(&lines, "published");
+    let untrusted: Vec<u64> = published
+        .iter()
+        .filter(|p| p["event"]["time_trusted"] == false)
+        .map(|p| p["event"]["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(untrusted.first(), Some(&5));
+}
+
+#[test]
+fn malformed_scenario_exits_non_zero_naming_the_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (r#"{"steps":[{"wait_ms":1},{"teleport":true}]}"#, "step 2"),
+        (
+            r#"{"config":{"door":{"unlock_ms":"long"}},"steps":[]}"#,
+            "door.unlock_ms",
+        ),
+        (r#"{"config":{"broker":{"colour":1}},"steps":[]}"#, "colour"),
+        (r#"{"steps":[{"card":"not a uid"}]}"#, "step 1"),
+    ];
+    for (text, expect) in cases {
+        let path = dir.path().join("s.json");
+        std::fs::write(&path, text).unwrap();
+        let out = acceso(&["sim", "--scenario", path.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(2), "{text}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(expect), "{text}: {err}");
+        assert!(out.stdout.is_empty(), "ran a malformed scenario: {text}");
+    }
+}
+
+#[test]
+fn malformed_config_exits_non_zero_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "device_id = \"d\"\n[door]\nname = \"f\"\nunlock_msec = 3000\n",
+            "unlock_msec",
+        ),
+        (
+            "device_id = \"d\"\n[door]\nname = \"f\"\nunlock_ms = 5\n",
+            "door.unlock_ms",
+        ),
+        ("[door]\nname = \"f\"\n", "device_id"),
+        (
+            "device_id = \"d\"\n[door]\nname = \"f\"\n[broker]\nport = \"x\"\n",
+            "port",
+        ),
+        ("device_id = \"d\"\n[door\n", "line 2"),
+    ];
+    for (text, key) in cases {
+        let path = dir.path().join("acceso.toml");
+        let mut f = std::fs::File::create(&path).unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+        for cmd in ["run", "check-config"] {
+            let out = acceso(&[cmd, "--config", path.to_str().unwrap()]);
+            assert_eq!(out.status.code(), Some(2), "{cmd} {text}");
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(err.contains(key), "{cmd} {text}: {err}");
+        }
+    }
+    let out = acceso(&["run", "--config", "/nonexistent/acceso.toml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/acceso.toml"));
+}
+
+#[test]
+fn check_config_prints_every_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("acceso.toml");
+    std::fs::write(&path, "device_id = \"door-7\"\n[door]\nname = \"front\"\n").unwrap();
+    let out = acceso(&["check-config", "--config", path.to_str().unwrap()]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for key in [
+        "unlock_ms = 3000",
+        "port = 1883",
+        "topic_prefix = \"acceso\"",
+        "poll_ms = 20",
+    ] {
+        assert!(text.contains(key), "{key} missing in\n{text}");
+    }
+}
+
+#[test]
+fn daemon_stops_cleanly_on_sigterm_and_sigint() {
+    for signal in ["-TERM", "-INT"] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("acceso.toml");
+        // No broker listens on this port: the daemon must run (and stop) offline.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        std::fs::write(
+            &path,
+            format!(
+                "device_id = \"d\"\nstate_dir = \"{}\"\n[door]\nname = \"f\"\n[broker]\nport = {port}\n",
+                dir.path().join("state").display()
+            ),
+        )
+        .unwrap();
+        let mut child = Command::new(BIN)
+            .args(["run", "--config", path.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Running means the database exists.
+        let db = dir.path().join("state/acceso.db");
+        let until = Instant::now() + Duration::from_secs(10);
+        while !db.exists() {
+            assert!(
+                Instant::now() < until,
+                "daemon did not create {}",
+                db.display()
+            );
+            assert!(child.try_wait().unwrap().is_none(), "daemon exited early");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        let killed = Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        let until = Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(Instant::now() < until, "daemon ignored {signal}");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(status.success(), "{signal}: {status:?} {err}");
+        assert!(err.contains("stopping: locking the door"), "{err}");
+    }
+}
