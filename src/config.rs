@@ -392,6 +392,13 @@ mod tests {
     }
 
     #[test]
+    fn example_file_documents_the_real_defaults() {
+        let example = load(include_str!("../acceso.example.toml")).unwrap();
+        let minimal = load("device_id = \"door-01\"\n[door]\nname = \"front\"\n").unwrap();
+        assert_eq!(example, minimal);
+    }
+
+    #[test]
     fn sim_defaults_are_valid_and_round_trip() {
         let c = Config::sim_defaults(Path::new("/tmp/x"));
         c.validate().unwrap();
