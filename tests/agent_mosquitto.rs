@@ -261,3 +261,44 @@ fn support_free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap().port()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_database_is_moved_aside_and_the_door_keeps_working() {
+    let broker = Mosquitto::start();
+    let cloud = publisher(broker.host(), broker.port()).await;
+    let mut door = TestDoor::start(broker.port(), 1000).await;
+    door.connected().await;
+    send(&cloud, upsert(1, "ana", &["DEADBEEF"], "")).await;
+    assert_eq!(door.applied().await.1, ApplyResult::Applied);
+    door.stop().await;
+
+    // Scribble over the database, as a failing SD card might.
+    let db = door.config.db_path();
+    std::fs::write(&db, b"\x00garbage".repeat(1000)).unwrap();
+    let _ = std::fs::remove_file(db.with_extension("db-wal"));
+    door.start_agent().await;
+    let detail = door
+        .expect("store health report", |o| match o {
+            Observation::Health {
+                component: acceso::observe::Component::Store,
+                detail,
+                ..
+            } => Some(detail.clone()),
+            _ => None,
+        })
+        .await;
+    assert!(detail.contains("moved to"), "{detail}");
+    let aside: Vec<_> = std::fs::read_dir(db.parent().unwrap())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".damaged-"))
+        .collect();
+    assert!(!aside.is_empty(), "nothing was moved aside");
+    door.connected().await;
+    // The fresh database starts empty: the card is unknown until users arrive again.
+    assert_eq!(outcome(&door.tap("DEADBEEF").await).1, Reason::UnknownCard);
+    send(&cloud, upsert(1, "ana", &["DEADBEEF"], "")).await;
+    assert_eq!(door.applied().await.1, ApplyResult::Applied);
+    assert_eq!(outcome(&door.tap("DEADBEEF").await).1, Reason::Granted);
+    door.stop().await;
+}
