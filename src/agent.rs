@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use acceso_protocol::{AccessEvent, CardUid, Method, Topics};
+use acceso_protocol::{AccessEvent, Method, Topics};
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -19,6 +19,7 @@ use crate::config::Config;
 use crate::door::{DoorMachine, LockState};
 use crate::hw::{CardReader, Relay};
 use crate::observe::{Component, HealthState, Observation, Reporter};
+use crate::reader::{Presentation, ReaderLoop};
 use crate::store::{SharedStore, Store, StoreError};
 
 /// The hardware the agent drives, real or simulated.
@@ -35,6 +36,8 @@ pub enum AgentError {
     Store(#[from] StoreError),
     #[error("cannot drive the relay to locked at start: {0}")]
     Relay(crate::hw::HwError),
+    #[error("cannot start a thread: {0}")]
+    Thread(std::io::Error),
 }
 
 /// A started agent. Stop it with `stop` (graceful) or `crash` (abrupt, for simulation).
@@ -43,12 +46,6 @@ pub struct Agent {
     tasks: Vec<JoinHandle<()>>,
     reader: Option<std::thread::JoinHandle<()>>,
     store: SharedStore,
-}
-
-/// A card seen by the reader, with the monotonic time it was read.
-struct Presentation {
-    uid: CardUid,
-    at: Instant,
 }
 
 impl Agent {
@@ -99,15 +96,19 @@ impl Agent {
         let (event_tx, event_rx) = mpsc::channel(256);
         let (update_tx, update_rx) = mpsc::channel(16);
 
-        let reader = reader.map(|r| {
-            spawn_reader(
-                r,
-                Duration::from_millis(config.reader.poll_ms),
-                present_tx,
-                reporter.clone(),
-                cancel.clone(),
-            )
-        });
+        let reader = match reader {
+            None => None,
+            Some(r) => Some(
+                ReaderLoop {
+                    every: Duration::from_millis(config.reader.poll_ms),
+                    rearm: (config.reader.rearm_ms > 0)
+                        .then(|| Duration::from_millis(config.reader.rearm_ms)),
+                    max_backoff: Duration::from_secs(5),
+                }
+                .spawn(r, present_tx, reporter.clone(), cancel.clone())
+                .map_err(AgentError::Thread)?,
+            ),
+        };
 
         let link = LinkSettings {
             client_id: config.device_id.clone(),
@@ -325,47 +326,6 @@ async fn run_writer(
             ),
         }
     }
-}
-
-/// The reader thread: polls the reader, turns a card entering the field into one presentation.
-fn spawn_reader(
-    mut reader: Box<dyn CardReader>,
-    every: Duration,
-    out: mpsc::Sender<Presentation>,
-    reporter: Reporter,
-    cancel: CancellationToken,
-) -> std::thread::JoinHandle<()> {
-    std::thread::spawn(move || {
-        let mut in_field: Option<CardUid> = None;
-        let mut failing = false;
-        while !cancel.is_cancelled() {
-            match reader.poll() {
-                Ok(seen) => {
-                    if failing {
-                        failing = false;
-                        reporter.health(Component::Reader, HealthState::Ok, "reader answers again");
-                    }
-                    if let Some(uid) = seen.as_ref().filter(|uid| in_field.as_ref() != Some(*uid)) {
-                        let p = Presentation {
-                            uid: uid.clone(),
-                            at: Instant::now(),
-                        };
-                        if out.blocking_send(p).is_err() {
-                            return;
-                        }
-                    }
-                    in_field = seen;
-                }
-                Err(e) => {
-                    if !failing {
-                        failing = true;
-                        reporter.health(Component::Reader, HealthState::Failed, e.to_string());
-                    }
-                }
-            }
-            std::thread::sleep(every);
-        }
-    })
 }
 
 /// The kernel's id for this boot; a fresh random one where there is no such file.

@@ -143,23 +143,55 @@ impl Default for BrokerConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReaderConfig {
-    /// `sim` (a simulated card field, driven by `acceso sim`) or `none`. Default `sim`.
+    /// `mfrc522` (an MFRC522 on the SPI bus), `sim` (the MFRC522 simulator, driven by
+    /// `acceso sim`) or `none`. Default `mfrc522`.
     #[serde(default)]
     pub backend: ReaderBackend,
+    /// The spidev device of the MFRC522. Default `/dev/spidev0.0` (SPI0, CE0).
+    #[serde(default = "default_spi_device")]
+    pub spi_device: PathBuf,
+    /// SPI clock in Hz, 10000 to 10000000 (the MFRC522's maximum). Default 1000000.
+    #[serde(default = "default_spi_hz")]
+    pub spi_hz: u32,
+    /// SPI mode, 0 to 3. The MFRC522 uses mode 0. Default 0.
+    #[serde(default)]
+    pub spi_mode: u8,
     /// How often the reader is polled, in milliseconds, 5 to 1000. Default 20.
     #[serde(default = "default_poll_ms")]
     pub poll_ms: u64,
+    /// A card left in the field counts as a new tap after this many milliseconds; 0 = never
+    /// (it must leave first). Default 0.
+    #[serde(default)]
+    pub rearm_ms: u64,
+    /// Longest time one exchange with the chip may take before the reader counts as failed
+    /// and is re-initialised, in milliseconds, 10 to 5000. Default 100.
+    #[serde(default = "default_exchange_ms")]
+    pub exchange_timeout_ms: u64,
 }
 
 fn default_poll_ms() -> u64 {
     20
+}
+fn default_spi_device() -> PathBuf {
+    PathBuf::from("/dev/spidev0.0")
+}
+fn default_spi_hz() -> u32 {
+    1_000_000
+}
+fn default_exchange_ms() -> u64 {
+    100
 }
 
 impl Default for ReaderConfig {
     fn default() -> Self {
         ReaderConfig {
             backend: ReaderBackend::default(),
+            spi_device: default_spi_device(),
+            spi_hz: default_spi_hz(),
+            spi_mode: 0,
             poll_ms: default_poll_ms(),
+            rearm_ms: 0,
+            exchange_timeout_ms: default_exchange_ms(),
         }
     }
 }
@@ -168,6 +200,7 @@ impl Default for ReaderConfig {
 #[serde(rename_all = "snake_case")]
 pub enum ReaderBackend {
     #[default]
+    Mfrc522,
     Sim,
     None,
 }
@@ -237,7 +270,10 @@ impl Config {
                 mode: DoorMode::Card,
             },
             broker: BrokerConfig::default(),
-            reader: ReaderConfig::default(),
+            reader: ReaderConfig {
+                backend: ReaderBackend::Sim,
+                ..ReaderConfig::default()
+            },
             relay: RelayConfig::default(),
             camera: CameraConfig::default(),
         }
@@ -315,6 +351,33 @@ impl Config {
                 format!("{} is outside 5..=1000", self.reader.poll_ms),
             ));
         }
+        if !(10_000..=10_000_000).contains(&self.reader.spi_hz) {
+            return Err(invalid(
+                "reader.spi_hz",
+                format!("{} is outside 10000..=10000000", self.reader.spi_hz),
+            ));
+        }
+        if self.reader.spi_mode > 3 {
+            return Err(invalid(
+                "reader.spi_mode",
+                format!("{} is not an SPI mode (0 to 3)", self.reader.spi_mode),
+            ));
+        }
+        if !(10..=5000).contains(&self.reader.exchange_timeout_ms) {
+            return Err(invalid(
+                "reader.exchange_timeout_ms",
+                format!("{} is outside 10..=5000", self.reader.exchange_timeout_ms),
+            ));
+        }
+        if self.reader.rearm_ms != 0 && self.reader.rearm_ms < 1000 {
+            return Err(invalid(
+                "reader.rearm_ms",
+                format!(
+                    "{} must be 0 (never) or at least 1000",
+                    self.reader.rearm_ms
+                ),
+            ));
+        }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log) {
             return Err(invalid("log", format!("{:?}: {e}", self.log)));
         }
@@ -381,6 +444,22 @@ mod tests {
             (
                 "[door]\nname = \"f\"\n[reader]\npoll_ms = 0\n",
                 "reader.poll_ms",
+            ),
+            (
+                "[door]\nname = \"f\"\n[reader]\nspi_hz = 20000000\n",
+                "reader.spi_hz",
+            ),
+            (
+                "[door]\nname = \"f\"\n[reader]\nspi_mode = 4\n",
+                "reader.spi_mode",
+            ),
+            (
+                "[door]\nname = \"f\"\n[reader]\nrearm_ms = 10\n",
+                "reader.rearm_ms",
+            ),
+            (
+                "[door]\nname = \"f\"\n[reader]\nexchange_timeout_ms = 0\n",
+                "reader.exchange_timeout_ms",
             ),
         ];
         for (tail, key) in cases {

@@ -8,6 +8,7 @@ pub mod config;
 pub mod door;
 pub mod hw;
 pub mod observe;
+pub mod reader;
 pub mod sim;
 pub mod store;
 

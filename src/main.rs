@@ -6,9 +6,12 @@ use std::sync::Arc;
 
 use acceso::clock::SystemClock;
 use acceso::config::{Config, ReaderBackend, RelayBackend};
+use acceso::hw::mfrc522::Mfrc522Reader;
+use acceso::hw::spidev::SpidevMfrc522;
 use acceso::hw::CardReader;
 use acceso::observe::Reporter;
-use acceso::sim::hw::{CardField, RelayRecorder};
+use acceso::sim::hw::RelayRecorder;
+use acceso::sim::mfrc522::SimChip;
 use acceso::sim::{run_scenario, Scenario, SimError, DEMO_SCENARIO};
 use acceso::{Agent, Backends};
 use anyhow::Context;
@@ -102,9 +105,22 @@ async fn run(path: PathBuf) -> anyhow::Result<()> {
     let config = Config::load(&path)?;
     init_logging(&config.log);
     let reader: Option<Box<dyn CardReader>> = match config.reader.backend {
+        ReaderBackend::Mfrc522 => {
+            let r = &config.reader;
+            let timeout = std::time::Duration::from_millis(r.exchange_timeout_ms);
+            Some(Box::new(SpidevMfrc522::new(
+                &r.spi_device,
+                r.spi_mode,
+                r.spi_hz,
+                timeout,
+            )))
+        }
         ReaderBackend::Sim => {
-            tracing::warn!("reader.backend = \"sim\": no card will be read outside `acceso sim`");
-            Some(Box::new(CardField::default().reader()))
+            tracing::warn!(
+                "reader.backend = \"sim\": a simulated MFRC522 with no card will ever come near it"
+            );
+            let timeout = std::time::Duration::from_millis(config.reader.exchange_timeout_ms);
+            Some(Box::new(Mfrc522Reader::new(SimChip::new().spi(), timeout)))
         }
         ReaderBackend::None => None,
     };

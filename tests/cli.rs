@@ -176,8 +176,8 @@ fn scenario_with_outage_crash_and_restart_loses_no_event() {
         reasons(&lines),
         [
             "granted",
-            "granted",
             "unknown_card",
+            "granted",
             "expired",
             "granted",
             "granted"
@@ -331,5 +331,7 @@ fn daemon_stops_cleanly_on_sigterm_and_sigint() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(status.success(), "{signal}: {status:?} {err}");
         assert!(err.contains("stopping: locking the door"), "{err}");
+        // No MFRC522 on this machine: the door runs on, with the reader reported failed.
+        assert!(err.contains("cannot open /dev/spidev0.0"), "{err}");
     }
 }

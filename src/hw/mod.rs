@@ -16,10 +16,27 @@ pub enum HwError {
     Camera(String),
 }
 
+pub mod mfrc522;
+pub mod spidev;
+
+/// What one poll of a card reader saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Seen {
+    /// A card with this UID answered.
+    Card(CardUid),
+    /// No card answered.
+    Empty,
+    /// Something answered but could not be read (CRC or BCC error, a collision that did not
+    /// resolve, a card that left mid-exchange, an invalid UID). Says nothing about presence.
+    Unreadable(String),
+}
+
 /// A card reader, polled: which card is in the field right now?
 pub trait CardReader: Send + 'static {
-    /// The UID of the card in the field, if any. Must return within a bounded time.
-    fn poll(&mut self) -> Result<Option<CardUid>, HwError>;
+    /// One look at the field. Must return within a bounded time. An `Err` means the reader
+    /// itself is not working (no answer, wrong chip, reset); the caller backs off and polls
+    /// again, and the reader re-initialises itself.
+    fn poll(&mut self) -> Result<Seen, HwError>;
 }
 
 /// The lock relay. `true` energises the coil; what that means for the lock (open on fail-secure

@@ -1,45 +1,16 @@
-//! Simulated hardware: a card field, a relay that records every level change, a camera that
-//! shows image files. Used by `acceso sim`, `acceso demo` and the tests.
+//! Simulated hardware: a relay that records every level change, a camera that shows image
+//! files. (The card reader is simulated at register level: `super::mfrc522`.) Used by `acceso sim`, `acceso demo` and the tests.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use acceso_protocol::CardUid;
-
-use crate::hw::{CardReader, FrameSource, HwError, Relay};
+use crate::hw::{FrameSource, HwError, Relay};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding one of these simple locks leaves the data valid.
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// The space in front of a simulated reader. Tests and scenarios put cards in and take them out.
-#[derive(Clone, Default)]
-pub struct CardField(Arc<Mutex<Option<CardUid>>>);
-
-impl CardField {
-    pub fn present(&self, uid: CardUid) {
-        *lock(&self.0) = Some(uid);
-    }
-
-    pub fn remove(&self) {
-        *lock(&self.0) = None;
-    }
-
-    /// A reader looking at this field.
-    pub fn reader(&self) -> SimReader {
-        SimReader(self.clone())
-    }
-}
-
-pub struct SimReader(CardField);
-
-impl CardReader for SimReader {
-    fn poll(&mut self) -> Result<Option<CardUid>, HwError> {
-        Ok(lock(&(self.0).0).clone())
-    }
 }
 
 /// Every level the relay was driven to, with the monotonic time it happened.
@@ -146,17 +117,6 @@ mod tests {
         assert_eq!(iv.len(), 2);
         assert!(iv[0].1.is_some() && iv[1].1.is_none());
         assert!(rec.energised());
-    }
-
-    #[test]
-    fn reader_sees_what_is_in_the_field() {
-        let field = CardField::default();
-        let mut reader = field.reader();
-        assert_eq!(reader.poll().unwrap(), None);
-        field.present("DEADBEEF".parse().unwrap());
-        assert_eq!(reader.poll().unwrap().unwrap().to_string(), "DEADBEEF");
-        field.remove();
-        assert_eq!(reader.poll().unwrap(), None);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 pub mod broker;
 pub mod hw;
+pub mod mfrc522;
 mod runner;
 pub mod scenario;
 

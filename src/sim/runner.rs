@@ -6,18 +6,21 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use acceso_protocol::{AccessEvent, Outcome, Topics};
+use acceso_protocol::{AccessEvent, CardUid, Outcome, Topics};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, Publish, QoS};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 
 use super::broker::{start_embedded_broker, CutProxy};
-use super::hw::{CardField, RelayRecorder};
+use super::hw::RelayRecorder;
+use super::mfrc522::{FrameFault, SimChip, VirtualCard};
+use super::scenario::CardFault;
 use super::scenario::{Scenario, Step};
 use super::SimError;
 use crate::clock::SimClock;
 use crate::door::LockState;
+use crate::hw::mfrc522::Mfrc522Reader;
 use crate::observe::{ApplyResult, Component, HealthState, Observation, Reporter};
 use crate::{Agent, Backends, Config};
 
@@ -58,6 +61,7 @@ struct Tally {
     rejected: usize,
     published: HashSet<String>,
     broker_ok: Option<bool>,
+    reader_ok: Option<bool>,
     unlocked: bool,
 }
 
@@ -148,6 +152,11 @@ impl World {
                 state,
                 ..
             } => t.broker_ok = Some(*state == HealthState::Ok),
+            Observation::Health {
+                component: Component::Reader,
+                state,
+                ..
+            } => t.reader_ok = Some(*state == HealthState::Ok),
             Observation::Relay { state } => t.unlocked = *state == LockState::Unlocked,
             _ => {}
         }
@@ -182,7 +191,7 @@ impl World {
 /// The simulated door: hardware that outlives agent restarts.
 struct Door {
     config: Config,
-    field: CardField,
+    chip: SimChip,
     relay: RelayRecorder,
     clock: Arc<SimClock>,
     reporter: Reporter,
@@ -191,7 +200,10 @@ struct Door {
 impl Door {
     async fn start(&self) -> Result<Agent, SimError> {
         let backends = Backends {
-            reader: Some(Box::new(self.field.reader())),
+            reader: Some(Box::new(Mfrc522Reader::new(
+                self.chip.spi(),
+                Duration::from_millis(self.config.reader.exchange_timeout_ms),
+            ))),
             relay: Box::new(self.relay.relay()),
             clock: self.clock.clone(),
         };
@@ -238,7 +250,7 @@ pub async fn run_scenario(
     let (reporter, observations) = Reporter::channel();
     let door = Door {
         config,
-        field: CardField::default(),
+        chip: SimChip::new(),
         relay: RelayRecorder::default(),
         clock: Arc::new(SimClock::default()),
         reporter,
@@ -282,20 +294,12 @@ pub async fn run_scenario(
                 publish_update(&cloud, &topics, payload, false, &mut world, link_up(&proxy))
                     .await?;
             }
-            Step::Card { uid, hold_ms } => {
-                let before = world.tally.decisions();
-                let since = Instant::now();
-                door.field.present(uid.clone());
-                world.until(STEP_BOUND, |t| t.decisions() > before).await?;
-                let hold = Duration::from_millis(*hold_ms);
-                if let Some(rest) = hold.checked_sub(since.elapsed()) {
-                    world.pass(rest).await?;
-                }
-                door.field.remove();
-                // Let the reader see the field empty, so the same card next is a new tap.
-                world
-                    .pass(Duration::from_millis(2 * door.config.reader.poll_ms))
-                    .await?;
+            Step::Card {
+                uid,
+                hold_ms,
+                fault,
+            } => {
+                tap(&door, &mut world, uid, *hold_ms, fault.as_ref()).await?;
                 if link_up(&proxy) {
                     world
                         .until(STEP_BOUND, |t| t.published.len() >= t.decisions())
@@ -364,6 +368,66 @@ pub async fn run_scenario(
     }
     world.printer.line(body)?;
     Ok(summary)
+}
+
+/// One card step: the card enters the field of the simulated MFRC522 (with its fault), the
+/// step waits for the decision (none comes for a card that leaves mid-read), holds the card
+/// for `hold_ms`, and takes it away again.
+async fn tap(
+    door: &Door,
+    world: &mut World,
+    uid: &CardUid,
+    hold_ms: u64,
+    fault: Option<&CardFault>,
+) -> Result<(), SimError> {
+    let chip = &door.chip;
+    let poll = Duration::from_millis(door.config.reader.poll_ms);
+    let before = world.tally.decisions();
+    let since = Instant::now();
+    let mut expect_decision = true;
+    match fault {
+        None => {}
+        Some(CardFault::BadBcc) => chip.inject(FrameFault::BccError),
+        Some(CardFault::CrcError) => chip.inject(FrameFault::CrcError),
+        Some(CardFault::Collision(other)) => chip.place(VirtualCard::new(other.as_bytes())),
+        Some(CardFault::RemovedMidRead) => {
+            chip.inject(FrameFault::LeaveMidExchange);
+            expect_decision = false;
+        }
+        Some(CardFault::ChipSilent) => {
+            world.tally.reader_ok = None;
+            chip.set_silent(Some(0x00));
+        }
+        Some(CardFault::ChipReset) => {
+            world.tally.reader_ok = None;
+            chip.brown_out();
+        }
+    }
+    chip.place(VirtualCard::new(uid.as_bytes()));
+    if fault == Some(&CardFault::ChipSilent) {
+        // The reader notices, the chip comes back, the reader recovers, the card is read.
+        world
+            .until(STEP_BOUND, |t| t.reader_ok == Some(false))
+            .await?;
+        chip.set_silent(None);
+    }
+    if matches!(fault, Some(CardFault::ChipSilent | CardFault::ChipReset)) {
+        world
+            .until(STEP_BOUND, |t| t.reader_ok == Some(true))
+            .await?;
+    }
+    if expect_decision {
+        world.until(STEP_BOUND, |t| t.decisions() > before).await?;
+    } else {
+        world.pass(poll * 10).await?;
+    }
+    if let Some(rest) = Duration::from_millis(hold_ms).checked_sub(since.elapsed()) {
+        world.pass(rest).await?;
+    }
+    chip.clear_field();
+    // Let the reader see the field empty, so the same card next is a new tap.
+    world.pass(poll * 3).await?;
+    Ok(())
 }
 
 /// The agent's config for this run: every default, a fresh state directory, the scenario's

@@ -32,6 +32,7 @@ pub enum Step {
     Card {
         uid: CardUid,
         hold_ms: u64,
+        fault: Option<CardFault>,
     },
     /// The broker goes away (`false`) or comes back (`true`).
     Broker {
@@ -48,6 +49,23 @@ pub enum Step {
     Restart {
         crash: bool,
     },
+}
+
+/// Reader faults a card step can inject (all through the register-level MFRC522 simulator).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CardFault {
+    /// The card's first anticollision answer has a wrong BCC.
+    BadBcc,
+    /// The card's first SELECT answer has a wrong CRC.
+    CrcError,
+    /// A second card is in the field at the same time.
+    Collision(CardUid),
+    /// The card leaves right after answering the wake-up, in the middle of the read.
+    RemovedMidRead,
+    /// The chip stops answering (reads 0x00) while the card is held, then recovers.
+    ChipSilent,
+    /// The chip resets itself (brown-out, ESD) as the card arrives.
+    ChipReset,
 }
 
 /// Step kinds this build knows but cannot run yet, and what they need.
@@ -187,12 +205,6 @@ fn parse_step(step: &Value) -> Result<Step, String> {
             v => Err(format!("`updates_raw` must be a string, not {v}")),
         },
         "card" => {
-            if map.contains_key("fault") || map.contains_key("also") {
-                return Err(
-                    "card `fault` is not supported yet by this build (it needs the MFRC522 simulator)"
-                        .into(),
-                );
-            }
             let Value::String(s) = value else {
                 return Err(format!("`card` must be a UID string, not {value}"));
             };
@@ -204,7 +216,39 @@ fn parse_step(step: &Value) -> Result<Step, String> {
                     .filter(|ms| *ms <= 600_000)
                     .ok_or_else(|| format!("`hold_ms` must be 0 to 600000, not {v}"))?,
             };
-            Ok(Step::Card { uid, hold_ms })
+            let also = match map.get("also") {
+                None => None,
+                Some(Value::String(s)) => {
+                    Some(s.parse::<CardUid>().map_err(|e| format!("`also`: {e}"))?)
+                }
+                Some(v) => return Err(format!("`also` must be a UID string, not {v}")),
+            };
+            let fault = match (map.get("fault"), also) {
+                (None, None) => None,
+                (None, Some(_)) => return Err("`also` goes with \"fault\": \"collision\"".into()),
+                (Some(f), also) => Some(match (f.as_str(), also) {
+                    (Some("collision"), Some(other)) if other != uid => CardFault::Collision(other),
+                    (Some("collision"), _) => {
+                        return Err("\"collision\" needs `also`: a second, different UID".into())
+                    }
+                    (_, Some(_)) => return Err("`also` goes with \"fault\": \"collision\"".into()),
+                    (Some("bad_bcc"), None) => CardFault::BadBcc,
+                    (Some("crc_error"), None) => CardFault::CrcError,
+                    (Some("removed_mid_read"), None) => CardFault::RemovedMidRead,
+                    (Some("chip_silent"), None) => CardFault::ChipSilent,
+                    (Some("chip_reset"), None) => CardFault::ChipReset,
+                    _ => {
+                        return Err(format!(
+                            "unknown `fault` {f}: one of bad_bcc, crc_error, collision, removed_mid_read, chip_silent, chip_reset"
+                        ))
+                    }
+                }),
+            };
+            Ok(Step::Card {
+                uid,
+                hold_ms,
+                fault,
+            })
         }
         "broker" => match value.as_str() {
             Some("up") => Ok(Step::Broker { up: true }),
@@ -269,7 +313,8 @@ mod tests {
             s.steps[3],
             Step::Card {
                 uid: "DEADBEEF".parse().unwrap(),
-                hold_ms: 50
+                hold_ms: 50,
+                fault: None,
             }
         );
         assert!(matches!(
@@ -292,6 +337,40 @@ mod tests {
     }
 
     #[test]
+    fn card_faults_parse() {
+        let s = parse(
+            r#"{"steps":[
+                {"card":"DEADBEEF","fault":"bad_bcc"},
+                {"card":"DEADBEEF","fault":"crc_error"},
+                {"card":"DEADBEEF","fault":"collision","also":"01020304"},
+                {"card":"DEADBEEF","fault":"removed_mid_read"},
+                {"card":"DEADBEEF","fault":"chip_silent"},
+                {"card":"DEADBEEF","fault":"chip_reset"}
+            ]}"#,
+        )
+        .unwrap();
+        let faults: Vec<_> = s
+            .steps
+            .iter()
+            .map(|s| match s {
+                Step::Card { fault, .. } => fault.clone().unwrap(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            faults,
+            [
+                CardFault::BadBcc,
+                CardFault::CrcError,
+                CardFault::Collision("01020304".parse().unwrap()),
+                CardFault::RemovedMidRead,
+                CardFault::ChipSilent,
+                CardFault::ChipReset,
+            ]
+        );
+    }
+
+    #[test]
     fn malformed_scenarios_name_the_step_and_the_problem() {
         let cases = [
             (r#"{"steps":[{"jump":1}]}"#, "step 1: unknown step"),
@@ -309,8 +388,16 @@ mod tests {
             ),
             (r#"{"steps":[{"face":"a.jpg"}]}"#, "not supported yet"),
             (
-                r#"{"steps":[{"card":"DEADBEEF","fault":"bad_bcc"}]}"#,
-                "not supported yet",
+                r#"{"steps":[{"card":"DEADBEEF","fault":"melted"}]}"#,
+                "unknown `fault`",
+            ),
+            (
+                r#"{"steps":[{"card":"DEADBEEF","fault":"collision"}]}"#,
+                "needs `also`",
+            ),
+            (
+                r#"{"steps":[{"card":"DEADBEEF","also":"01020304"}]}"#,
+                "goes with",
             ),
             (r#"{"steps":[]," extra":1}"#, "unknown key"),
             (r#"{"config":{}}"#, "missing `steps`"),

@@ -4,8 +4,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use acceso::clock::SimClock;
+use acceso::hw::mfrc522::Mfrc522Reader;
 use acceso::observe::{ApplyResult, Component, HealthState, Observation, Reporter};
-use acceso::sim::hw::{CardField, RelayRecorder};
+use acceso::sim::hw::RelayRecorder;
+use acceso::sim::mfrc522::{SimChip, VirtualCard};
 use acceso::{Agent, Backends, Config};
 use acceso_protocol::{AccessEvent, CardUid};
 use tokio::sync::mpsc;
@@ -16,7 +18,7 @@ pub const BOUND: Duration = Duration::from_secs(10);
 #[allow(dead_code)]
 pub struct TestDoor {
     pub config: Config,
-    pub field: CardField,
+    pub chip: SimChip,
     pub relay: RelayRecorder,
     pub clock: Arc<SimClock>,
     pub observations: mpsc::UnboundedReceiver<Observation>,
@@ -39,7 +41,7 @@ impl TestDoor {
         let (reporter, observations) = Reporter::channel();
         let mut door = TestDoor {
             config,
-            field: CardField::default(),
+            chip: SimChip::new(),
             relay: RelayRecorder::default(),
             clock: Arc::new(SimClock::default()),
             observations,
@@ -53,7 +55,10 @@ impl TestDoor {
 
     pub async fn start_agent(&mut self) {
         let backends = Backends {
-            reader: Some(Box::new(self.field.reader())),
+            reader: Some(Box::new(Mfrc522Reader::new(
+                self.chip.spi(),
+                Duration::from_millis(self.config.reader.exchange_timeout_ms),
+            ))),
             relay: Box::new(self.relay.relay()),
             clock: self.clock.clone(),
         };
@@ -120,13 +125,13 @@ impl TestDoor {
     /// seen the field empty. Returns the decision observation.
     pub async fn tap(&mut self, uid: &str) -> Observation {
         let uid: CardUid = uid.parse().expect("test UID");
-        self.field.present(uid);
+        self.chip.place(VirtualCard::new(uid.as_bytes()));
         let decision = self
             .expect("decision", |o| {
                 matches!(o, Observation::Decision { .. }).then(|| o.clone())
             })
             .await;
-        self.field.remove();
+        self.chip.clear_field();
         tokio::time::sleep(Duration::from_millis(3 * self.config.reader.poll_ms)).await;
         decision
     }
