@@ -19,12 +19,12 @@ pub struct UserIndex {
 }
 
 impl UserIndex {
-    pub fn build(users: impl IntoIterator<Item = User>) -> UserIndex {
+    pub fn build<U: Into<Arc<User>>>(users: impl IntoIterator<Item = U>) -> UserIndex {
         let mut by_card = HashMap::new();
         let mut count = 0;
         for user in users {
             count += 1;
-            let user = Arc::new(user);
+            let user: Arc<User> = user.into();
             for card in &user.cards {
                 by_card.insert(card.clone(), Arc::clone(&user));
             }

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use acceso_protocol::{AccessEvent, Method, Topics};
+use acceso_protocol::{AccessEvent, Method, Topics, User};
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -88,13 +88,18 @@ impl Agent {
             );
         }
         let store = SharedStore::new(store);
-        let (index_tx, index_rx) = watch::channel(Arc::new(UserIndex::build(users)));
+        let users: Vec<Arc<User>> = users.into_iter().map(Arc::new).collect();
+        let (index_tx, index_rx) = watch::channel(Arc::new(UserIndex::build(users.iter().cloned())));
 
         let cancel = CancellationToken::new();
         let queued = Arc::new(Notify::new());
         let (present_tx, present_rx) = mpsc::channel(16);
         let (event_tx, event_rx) = mpsc::channel(256);
-        let (update_tx, update_rx) = mpsc::channel(16);
+        // Unbounded, yet bounded in practice: updates are acknowledged only once applied, so
+        // the broker never has more than its in-flight window of them outstanding. A bounded
+        // channel here would let a burst block the MQTT task, which must keep draining the
+        // client's request queue (where the acknowledgements wait): a deadlock.
+        let (update_tx, update_rx) = mpsc::unbounded_channel();
 
         let reader = match reader {
             None => None,
@@ -145,6 +150,7 @@ impl Agent {
             )),
             tokio::spawn(run_updates(
                 update_rx,
+                users,
                 client.clone(),
                 store.clone(),
                 index_tx,

@@ -302,3 +302,25 @@ async fn a_damaged_database_is_moved_aside_and_the_door_keeps_working() {
     assert_eq!(outcome(&door.tap("DEADBEEF").await).1, Reason::Granted);
     door.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_updates_is_applied_in_full_without_stalling_the_link() {
+    let broker = Mosquitto::start();
+    let (_sub, mut events) = subscriber(broker.host(), broker.port(), LOGS).await;
+    let cloud = publisher(broker.host(), broker.port()).await;
+    let mut door = TestDoor::start(broker.port(), 1000).await;
+    door.connected().await;
+    const N: u64 = 600;
+    for v in 1..=N {
+        let card = format!("{:08X}", 0x1000_0000 + v);
+        send(&cloud, upsert(v, &format!("u{v}"), &[card.as_str()], "")).await;
+    }
+    for v in 1..=N {
+        assert_eq!(door.applied().await, (Some(v), ApplyResult::Applied, None));
+    }
+    // The link still works both ways: a decision with the last user, its event delivered.
+    let last = format!("{:08X}", 0x1000_0000 + N);
+    assert_eq!(outcome(&door.tap(&last).await), (Outcome::Granted, Reason::Granted));
+    assert_eq!(collect_events(&mut events, 1).await[0].user_id.as_deref(), Some("u600"));
+    door.stop().await;
+}

@@ -61,7 +61,7 @@ pub async fn run_link(
     mut eventloop: EventLoop,
     store: SharedStore,
     queued: Arc<Notify>,
-    updates: mpsc::Sender<Publish>,
+    updates: mpsc::UnboundedSender<Publish>,
     reporter: Reporter,
     cancel: CancellationToken,
 ) {
@@ -129,7 +129,7 @@ pub async fn run_link(
             Ok(Event::Incoming(Packet::Publish(publish))) => {
                 if publish.topic == updates_topic {
                     // The consumer acknowledges it once applied; if it is gone we are stopping.
-                    if updates.send(publish).await.is_err() {
+                    if updates.send(publish).is_err() {
                         break;
                     }
                 } else if let Err(e) = client.try_ack(&publish) {

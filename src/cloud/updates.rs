@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use acceso_protocol::{Update, MAX_PAYLOAD_BYTES};
+use std::collections::HashMap;
+
+use acceso_protocol::{Update, UpdateOp, User, MAX_PAYLOAD_BYTES};
 use rumqttc::{AsyncClient, Publish};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -15,14 +17,19 @@ use crate::store::{ApplyOutcome, SharedStore};
 /// Where a freshly built user index is published to the decision task.
 pub type UserIndexTx = watch::Sender<Arc<UserIndex>>;
 
+/// Applies updates as they come. `users` is the stored user set at start; the task keeps it
+/// in memory, patched after each applied update, so a new index never needs the database.
 pub async fn run_updates(
-    mut incoming: mpsc::Receiver<Publish>,
+    mut incoming: mpsc::UnboundedReceiver<Publish>,
+    users: Vec<Arc<User>>,
     client: AsyncClient,
     store: SharedStore,
     index: UserIndexTx,
     reporter: Reporter,
     cancel: CancellationToken,
 ) {
+    let mut users: HashMap<String, Arc<User>> =
+        users.into_iter().map(|u| (u.id.clone(), u)).collect();
     loop {
         let publish = tokio::select! {
             _ = cancel.cancelled() => return,
@@ -31,7 +38,7 @@ pub async fn run_updates(
                 None => return,
             },
         };
-        let observation = apply_message(&publish.payload, &store, &index).await;
+        let observation = apply_message(&publish.payload, &store, &mut users, &index).await;
         let failed_to_store = matches!(&observation, Observation::Health { .. });
         reporter.emit(observation);
         // A message that could not be stored is not acknowledged: the broker redelivers it.
@@ -47,6 +54,7 @@ pub async fn run_updates(
 pub async fn apply_message(
     payload: &[u8],
     store: &SharedStore,
+    users: &mut HashMap<String, Arc<User>>,
     index: &UserIndexTx,
 ) -> Observation {
     let update = match Update::parse(payload) {
@@ -63,14 +71,7 @@ pub async fn apply_message(
     let version = update.version;
     let op = update.op.name().to_string();
     let result = store
-        .call(move |s| {
-            let outcome = s.apply_update(&update)?;
-            let users = match outcome {
-                ApplyOutcome::Applied => Some(s.users()?),
-                _ => None,
-            };
-            Ok((outcome, users))
-        })
+        .call(move |s| Ok((s.apply_update(&update)?, update)))
         .await;
     let (outcome, reason) = match result {
         Err(e) => {
@@ -80,8 +81,16 @@ pub async fn apply_message(
                 detail: format!("cannot apply update version {version}: {e}"),
             }
         }
-        Ok((ApplyOutcome::Applied, users)) => {
-            index.send_replace(Arc::new(UserIndex::build(users.unwrap_or_default())));
+        Ok((ApplyOutcome::Applied, update)) => {
+            match update.op {
+                UpdateOp::UpsertUser(user) => {
+                    users.insert(user.id.clone(), Arc::new(user));
+                }
+                UpdateOp::DeleteUser { user_id } => {
+                    users.remove(&user_id);
+                }
+            }
+            index.send_replace(Arc::new(UserIndex::build(users.values().cloned())));
             (ApplyResult::Applied, None)
         }
         Ok((ApplyOutcome::Stale { applied }, _)) => (

@@ -6,13 +6,18 @@
 //! coprocessor, commands and transceiver; `card` owns the virtual cards (ISO/IEC 14443-3
 //! type A state machine) and the injected faults.
 //!
-//! Behaviour worth knowing when writing a reader against it (all as on the real chip):
+//! Behaviour worth knowing when writing a reader against it:
 //! - After a power-on or soft reset the timer is not in TAuto mode, so a Transceive nobody
 //!   answers never completes: driver 0.8 then spins forever on ComIrqReg. Only `init()` sets
-//!   TAuto. The same holds while MISO is stuck at 0x00 ([`SimChip::set_silent`]).
+//!   TAuto. The same holds while MISO is stuck at 0x00 ([`SimChip::set_silent`]); stuck at
+//!   0xFF, `init()` spins instead, waiting for CommandReg PowerDown to read 0.
 //! - A card left in ACTIVE (selected, not halted) drops back to IDLE on the next REQA without
 //!   answering, so polling with REQA and no HLTA sees a held card every other time.
-//! - ATQAs of different UID sizes collide: REQA/WUPA then fail with `Error::Collision`.
+//! - ATQAs of different UID sizes collide: REQA/WUPA then fail with `Error::Collision`, and
+//!   the cards, now READY, drop back to IDLE on the next REQA/WUPA (`Error::Timeout`).
+//! - Driver 0.8 never checks the card's BCC: it computes its own for the SELECT.
+//! - CollReg CollPos counts from the first UID bit of the cascade level, as the driver reads
+//!   it; the MFRC522 datasheet does not say what the real chip counts once RxAlign is used.
 
 mod card;
 mod chip;
