@@ -324,3 +324,22 @@ async fn a_burst_of_updates_is_applied_in_full_without_stalling_the_link() {
     assert_eq!(collect_events(&mut events, 1).await[0].user_id.as_deref(), Some("u600"));
     door.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_published_while_the_door_is_away_arrives_when_it_returns() {
+    let broker = Mosquitto::start();
+    let cloud = publisher(broker.host(), broker.port()).await;
+    let mut door = TestDoor::start(broker.port(), 1000).await;
+    door.connected().await;
+    send(&cloud, upsert(1, "ana", &["DEADBEEF"], "")).await;
+    assert_eq!(door.applied().await.1, ApplyResult::Applied);
+    door.stop().await;
+    // Revoked while the door is down (a reboot, a network cut): the broker keeps it for the
+    // door's persistent session.
+    send(&cloud, r#"{"version":2,"op":"delete_user","user_id":"ana"}"#).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    door.start_agent().await;
+    assert_eq!(door.applied().await, (Some(2), ApplyResult::Applied, None));
+    assert_eq!(outcome(&door.tap("DEADBEEF").await).1, Reason::UnknownCard);
+    door.stop().await;
+}

@@ -44,7 +44,8 @@ impl LinkSettings {
     pub fn connect(&self) -> (AsyncClient, EventLoop) {
         let mut opts = MqttOptions::new(&self.client_id, &self.host, self.port);
         opts.set_keep_alive(self.keepalive);
-        opts.set_clean_session(true);
+        // A persistent session: the broker keeps QoS 1 updates published while we are away.
+        opts.set_clean_session(false);
         opts.set_max_packet_size(MAX_INCOMING_PACKET, MAX_OUTGOING_PACKET);
         opts.set_inflight(MAX_IN_FLIGHT as u16);
         // Updates are acknowledged only after they are applied (or rejected) for good.
