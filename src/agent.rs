@@ -71,6 +71,13 @@ impl Agent {
         let (store, users) = tokio::task::spawn_blocking(move || {
             let (store, moved) = Store::open(&db)?;
             let users = store.users()?;
+            tracing::info!(
+                "{}: {} users, applied update version {}, {} events queued",
+                store.path().display(),
+                users.len(),
+                store.applied_version()?,
+                store.queued_count()?
+            );
             Ok::<_, StoreError>(((store, moved), users))
         })
         .await
@@ -89,7 +96,8 @@ impl Agent {
         }
         let store = SharedStore::new(store);
         let users: Vec<Arc<User>> = users.into_iter().map(Arc::new).collect();
-        let (index_tx, index_rx) = watch::channel(Arc::new(UserIndex::build(users.iter().cloned())));
+        let (index_tx, index_rx) =
+            watch::channel(Arc::new(UserIndex::build(users.iter().cloned())));
 
         let cancel = CancellationToken::new();
         let queued = Arc::new(Notify::new());

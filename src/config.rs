@@ -254,7 +254,13 @@ impl Config {
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
-        config.validate()?;
+        config.validate().map_err(|e| match e {
+            ConfigError::Invalid { key, reason } => ConfigError::Parse {
+                path: path.to_path_buf(),
+                message: format!("key `{key}`: {reason}"),
+            },
+            other => other,
+        })?;
         Ok(config)
     }
 
@@ -299,8 +305,11 @@ impl Config {
         if self.state_dir.as_os_str().is_empty() {
             return Err(invalid("state_dir", "is empty"));
         }
-        if self.door.name.trim().is_empty() {
-            return Err(invalid("door.name", "is empty"));
+        if self.door.name.trim().is_empty() || self.door.name.chars().any(char::is_control) {
+            return Err(invalid(
+                "door.name",
+                format!("{:?} is empty or has control characters", self.door.name),
+            ));
         }
         if !(200..=60_000).contains(&self.door.unlock_ms) {
             return Err(invalid(
@@ -312,8 +321,8 @@ impl Config {
             return Err(invalid(
                 "door.mode",
                 format!(
-                    "{:?} needs face recognition, which this build does not support yet; use \"card\"",
-                    self.door.mode
+                    "{} needs face recognition, which this build does not support yet; use \"card\"",
+                    serde_json::to_string(&self.door.mode).unwrap_or_default()
                 ),
             ));
         }
@@ -333,10 +342,16 @@ impl Config {
             ));
         }
         let prefix = &self.broker.topic_prefix;
-        if prefix.is_empty() || prefix.contains(['+', '#']) || prefix.starts_with('/') {
+        // MQTT topic levels: no wildcards, no empty levels, and `$` is reserved (AWS: `$aws`).
+        let bad_level = prefix
+            .split('/')
+            .any(|level| level.is_empty() || level.contains(['+', '#']));
+        if bad_level || prefix.starts_with('$') || prefix.chars().any(char::is_control) {
             return Err(invalid(
                 "broker.topic_prefix",
-                format!("{prefix:?} must be non-empty, without '+', '#' or a leading '/'"),
+                format!(
+                    "{prefix:?} must be topic levels separated by '/', none empty, without '+', '#' or a leading '$'"
+                ),
             ));
         }
         if !(100..=300_000).contains(&self.broker.reconnect_ms) {
@@ -441,6 +456,19 @@ mod tests {
                 "[door]\nname = \"f\"\n[broker]\ntopic_prefix = \"a/#\"\n",
                 "broker.topic_prefix",
             ),
+            (
+                "[door]\nname = \"f\"\n[broker]\ntopic_prefix = \"a//b\"\n",
+                "broker.topic_prefix",
+            ),
+            (
+                "[door]\nname = \"f\"\n[broker]\ntopic_prefix = \"a/\"\n",
+                "broker.topic_prefix",
+            ),
+            (
+                "[door]\nname = \"f\"\n[broker]\ntopic_prefix = \"$aws/x\"\n",
+                "broker.topic_prefix",
+            ),
+            ("[door]\nname = \"f\\u0000\"\n", "door.name"),
             (
                 "[door]\nname = \"f\"\n[reader]\npoll_ms = 0\n",
                 "reader.poll_ms",

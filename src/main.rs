@@ -38,7 +38,7 @@ enum Command {
     },
     /// Run the agent against simulated hardware, following a scenario file; prints JSON Lines.
     Sim {
-        /// The scenario file (see SCENARIOS.md).
+        /// The scenario file (see "Scenarios" in the README).
         #[arg(long)]
         scenario: PathBuf,
     },
@@ -87,13 +87,28 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("acceso: {e:#}");
+            eprintln!("acceso: {}", chain(&e));
             // 2: the input (config, scenario) is wrong; 1: anything else.
             let bad_input = e.downcast_ref::<acceso::config::ConfigError>().is_some()
                 || matches!(e.downcast_ref::<SimError>(), Some(SimError::Scenario(_)));
             ExitCode::from(if bad_input { 2 } else { 1 })
         }
     }
+}
+
+/// The error and its causes, each said once: our errors already carry their cause's text.
+fn chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+    }
+    out
 }
 
 async fn simulate(scenario: Scenario) -> anyhow::Result<()> {
@@ -147,20 +162,35 @@ async fn wait_for_stop_signal() -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
+    // A closed terminal must not kill the agent without locking the door: stop the same way.
+    let mut hup = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
+    let name = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+        _ = hup.recv() => "SIGHUP",
+    };
+    tracing::info!("{name} received");
     Ok(())
 }
 
 fn init_logging(default: &str) {
-    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| default.to_string());
+    use std::io::IsTerminal;
+    let wanted = std::env::var("RUST_LOG").unwrap_or_else(|_| default.to_string());
     // rumqttd logs an ERROR on every normal disconnect.
-    let filter = tracing_subscriber::EnvFilter::try_new(format!("{filter},rumqttd=off"))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,rumqttd=off"));
+    let (filter, bad) =
+        match tracing_subscriber::EnvFilter::try_new(format!("{wanted},rumqttd=off")) {
+            Ok(f) => (f, None),
+            Err(e) => (
+                tracing_subscriber::EnvFilter::new("warn,rumqttd=off"),
+                Some(e),
+            ),
+        };
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
+    if let Some(e) = bad {
+        tracing::warn!("log filter {wanted:?} is invalid ({e}); logging at warn");
+    }
 }

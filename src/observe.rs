@@ -84,17 +84,19 @@ impl Reporter {
     }
 
     pub fn emit(&self, obs: Observation) {
+        // Logged as the same JSON `acceso sim` prints, so logs and scenarios read alike.
+        let json = serde_json::to_string(&obs).unwrap_or_default();
         match &obs {
             Observation::Health {
                 state: HealthState::Ok,
                 ..
-            } => tracing::info!(?obs),
-            Observation::Health { .. } => tracing::warn!(?obs),
+            } => tracing::info!("{json}"),
+            Observation::Health { .. } => tracing::warn!("{json}"),
             Observation::Applied {
                 outcome: ApplyResult::Rejected | ApplyResult::Gap,
                 ..
-            } => tracing::warn!(?obs),
-            _ => tracing::info!(?obs),
+            } => tracing::warn!("{json}"),
+            _ => tracing::info!("{json}"),
         }
         if let Some(tx) = &self.0 {
             // The observer may have gone away (end of a scenario); the agent carries on.

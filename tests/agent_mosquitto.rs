@@ -166,14 +166,14 @@ async fn bad_updates_are_rejected_whole_and_the_agent_carries_on() {
         "x".repeat(MAX_PAYLOAD_BYTES)
     );
     let bad: Vec<(Vec<u8>, &str)> = vec![
-        (b"{not json".to_vec(), "not valid JSON"),
+        (b"{not json".to_vec(), "invalid update"),
         (oversized.into_bytes(), "over the"),
         (
             br#"{"version":1,"op":"rename_user","user_id":"a"}"#.to_vec(),
             "rename_user",
         ),
         (upsert(1, "ana", &["ZZ"], "").into_bytes(), "not hex"),
-        (vec![0xff, 0xfe, 0x00], "not valid JSON"),
+        (vec![0xff, 0xfe, 0x00], "invalid update"),
     ];
     for (payload, why) in bad {
         send(&cloud, payload).await;
@@ -320,8 +320,14 @@ async fn a_burst_of_updates_is_applied_in_full_without_stalling_the_link() {
     }
     // The link still works both ways: a decision with the last user, its event delivered.
     let last = format!("{:08X}", 0x1000_0000 + N);
-    assert_eq!(outcome(&door.tap(&last).await), (Outcome::Granted, Reason::Granted));
-    assert_eq!(collect_events(&mut events, 1).await[0].user_id.as_deref(), Some("u600"));
+    assert_eq!(
+        outcome(&door.tap(&last).await),
+        (Outcome::Granted, Reason::Granted)
+    );
+    assert_eq!(
+        collect_events(&mut events, 1).await[0].user_id.as_deref(),
+        Some("u600")
+    );
     door.stop().await;
 }
 
@@ -336,7 +342,11 @@ async fn an_update_published_while_the_door_is_away_arrives_when_it_returns() {
     door.stop().await;
     // Revoked while the door is down (a reboot, a network cut): the broker keeps it for the
     // door's persistent session.
-    send(&cloud, r#"{"version":2,"op":"delete_user","user_id":"ana"}"#).await;
+    send(
+        &cloud,
+        r#"{"version":2,"op":"delete_user","user_id":"ana"}"#,
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     door.start_agent().await;
     assert_eq!(door.applied().await, (Some(2), ApplyResult::Applied, None));

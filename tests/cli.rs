@@ -277,8 +277,8 @@ fn check_config_prints_every_default() {
 }
 
 #[test]
-fn daemon_stops_cleanly_on_sigterm_and_sigint() {
-    for signal in ["-TERM", "-INT"] {
+fn daemon_stops_cleanly_on_sigterm_sigint_and_sighup() {
+    for signal in ["-TERM", "-INT", "-HUP"] {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("acceso.toml");
         // No broker listens on this port: the daemon must run (and stop) offline.

@@ -92,7 +92,7 @@ pub struct FaceEmbedding {
 pub enum UpdateError {
     #[error("update is {size} bytes, over the {MAX_PAYLOAD_BYTES}-byte limit")]
     Oversized { size: usize },
-    #[error("update is not valid JSON for an update: {0}")]
+    #[error("invalid update: {0}")]
     Json(#[from] serde_json::Error),
 }
 
@@ -134,6 +134,9 @@ impl User {
     /// Checks what serde cannot: ids, duplicates, the validity window, embeddings.
     pub fn validate(&self) -> Result<(), String> {
         check_id("user.id", &self.id)?;
+        if self.name.chars().any(char::is_control) {
+            return Err(format!("user.name {:?} has control characters", self.name));
+        }
         let mut seen = HashSet::new();
         for card in &self.cards {
             if !seen.insert(card) {
@@ -273,6 +276,10 @@ mod tests {
     fn malformed_updates_are_rejected_with_what_is_wrong() {
         let cases = [
             ("{", "EOF"),
+            (
+                r#"{"version":1,"op":"upsert_user","user":{"id":"u","name":"A\u0000"}}"#,
+                "user.name",
+            ),
             (
                 r#"{"version":1,"op":"rename_user","user_id":"u"}"#,
                 "rename_user",

@@ -122,10 +122,8 @@ impl<S: SpiDevice> SpiDevice for Seam<S> {
             FIFO_WRITE => {
                 state.anticollision = data.len() == 2 && matches!(data, [0x93 | 0x95 | 0x97, 0x20]);
             }
-            ERROR_READ => {
-                if incoming(ops).get(1).is_some_and(|e| e & COLL_ERR != 0) {
-                    state.anticollision = false;
-                }
+            ERROR_READ if incoming(ops).get(1).is_some_and(|e| e & COLL_ERR != 0) => {
+                state.anticollision = false;
             }
             FIFO_READ if state.anticollision => {
                 state.anticollision = false;

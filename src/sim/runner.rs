@@ -433,6 +433,12 @@ async fn tap(
 /// The agent's config for this run: every default, a fresh state directory, the scenario's
 /// overrides on top.
 fn sim_config(scenario: &Scenario, state: &std::path::Path) -> Result<Config, SimError> {
+    // A scenario's events and users are made up: they must never mix with a real door's.
+    if scenario.config.contains_key("state_dir") {
+        return Err(SimError::Scenario(
+            "config.state_dir cannot be set: a simulation always starts from a fresh state directory".into(),
+        ));
+    }
     let mut defaults = Config::sim_defaults(state);
     defaults.broker.reconnect_ms = 200;
     let mut value =
