@@ -335,3 +335,50 @@ fn daemon_stops_cleanly_on_sigterm_sigint_and_sighup() {
         assert!(err.contains("cannot open /dev/spidev0.0"), "{err}");
     }
 }
+
+#[test]
+fn reader_faults_in_a_scenario_never_give_a_wrong_or_partial_uid() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/scenarios/reader_faults.json"
+    );
+    let out = acceso(&["sim", "--scenario", path]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines = lines(&out);
+    check_run(&lines, 300, 0);
+    let decisions = of_kind(&lines, "decision");
+    let uids: Vec<&str> = decisions
+        .iter()
+        .map(|d| d["card_uid"].as_str().unwrap())
+        .collect();
+    // bad BCC, CRC error, silent chip, chip reset: each read once, correctly. The card that
+    // left mid-read: no decision at all. The collision: exactly one of the two cards.
+    assert_eq!(
+        &uids[..4],
+        [
+            "046B2F91C45A80",
+            "0A0B0C0D0E0F10111213",
+            "046B2F91C45A80",
+            "0A0B0C0D0E0F10111213"
+        ]
+    );
+    assert_eq!(uids.len(), 5, "{uids:?}");
+    assert!(
+        ["046B2F91C45A81", "046B2F91C45A82"].contains(&uids[4]),
+        "{uids:?}"
+    );
+    assert_eq!(
+        reasons(&lines),
+        ["granted", "granted", "granted", "granted", "unknown_card"]
+    );
+    let reader: Vec<&str> = of_kind(&lines, "health")
+        .iter()
+        .filter(|h| h["component"] == "reader")
+        .map(|h| h["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(reader, ["failed", "ok", "failed", "ok"]);
+}
