@@ -217,9 +217,9 @@ fn soak_100k_presentations_none_missed_none_duplicated() {
     for i in 0..N {
         let uid = rng.uid();
         // One card in fifty arrives with a transmission fault.
-        if rng.next() % 50 == 0 {
+        if rng.next().is_multiple_of(50) {
             faults += 1;
-            chip.inject(if rng.next() % 2 == 0 {
+            chip.inject(if rng.next().is_multiple_of(2) {
                 FrameFault::CrcError
             } else {
                 FrameFault::BccError
