@@ -392,3 +392,15 @@ mod reader_thread {
         thread.join().unwrap();
     }
 }
+
+#[test]
+fn an_all_zero_uid_is_a_read_error_never_a_credential() {
+    let chip = SimChip::new();
+    let mut r = reader(&chip);
+    chip.place(VirtualCard::new(&[0, 0, 0, 0]));
+    let seen = r.poll().unwrap();
+    let Seen::Unreadable(why) = &seen else {
+        panic!("all-zero UID read as {seen:?}")
+    };
+    assert!(why.contains("all zero"), "{why}");
+}
