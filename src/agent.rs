@@ -5,21 +5,23 @@
 //! task, which swaps a new user index in for the decision task.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use acceso_protocol::{AccessEvent, Method, Topics, User};
+use acceso_protocol::{AccessEvent, Topics, User};
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::access::{decide_card, UserIndex};
+use crate::access::UserIndex;
 use crate::clock::Clock;
 use crate::cloud::{run_link, run_updates, LinkSettings};
 use crate::config::Config;
-use crate::door::{DoorMachine, LockState};
-use crate::hw::{CardReader, Relay};
+use crate::control::{Control, Decider, Lock};
+use crate::door::{DoorTiming, LockState, Wiring};
+use crate::hw::{CardReader, DoorInputs, Relay};
+use crate::inputs::{spawn_inputs, InputMeaning};
 use crate::observe::{Component, HealthState, Observation, Reporter};
-use crate::reader::{Presentation, ReaderLoop};
+use crate::reader::ReaderLoop;
 use crate::store::{SharedStore, Store, StoreError};
 
 /// The hardware the agent drives, real or simulated.
@@ -27,6 +29,8 @@ pub struct Backends {
     /// `None`: no reader (a face-only door, or a reader disabled in config).
     pub reader: Option<Box<dyn CardReader>>,
     pub relay: Box<dyn Relay>,
+    /// `None`: neither a door contact nor an exit button is wired.
+    pub inputs: Option<Box<dyn DoorInputs>>,
     pub clock: Arc<dyn Clock>,
 }
 
@@ -44,8 +48,10 @@ pub enum AgentError {
 pub struct Agent {
     cancel: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
-    reader: Option<std::thread::JoinHandle<()>>,
+    link: Option<(JoinHandle<()>, CancellationToken)>,
+    threads: Vec<std::thread::JoinHandle<()>>,
     store: SharedStore,
+    _panic_guard: crate::guard::Registration,
 }
 
 impl Agent {
@@ -56,16 +62,25 @@ impl Agent {
     ) -> Result<Agent, AgentError> {
         let Backends {
             reader,
-            mut relay,
+            relay,
+            inputs,
             clock,
         } = backends;
         // The lock first: whatever state the line was left in, it is locked before anything else.
-        relay
-            .set(LockState::Locked.energised())
-            .map_err(AgentError::Relay)?;
+        let lock = Lock::new(
+            relay,
+            Wiring {
+                active_low: config.relay.active_low,
+                fail_safe: config.door.fail_safe,
+            },
+        );
+        lock.drive(LockState::Locked).map_err(AgentError::Relay)?;
         reporter.emit(Observation::Relay {
             state: LockState::Locked,
         });
+        let panic_lock = lock.clone();
+        let panic_guard =
+            crate::guard::on_panic(move || panic_lock.drive_from_panic(LockState::Locked));
 
         let db = config.db_path();
         let (store, users) = tokio::task::spawn_blocking(move || {
@@ -109,19 +124,39 @@ impl Agent {
         // client's request queue (where the acknowledgements wait): a deadlock.
         let (update_tx, update_rx) = mpsc::unbounded_channel();
 
-        let reader = match reader {
-            None => None,
-            Some(r) => Some(
-                ReaderLoop {
-                    every: Duration::from_millis(config.reader.poll_ms),
-                    rearm: (config.reader.rearm_ms > 0)
-                        .then(|| Duration::from_millis(config.reader.rearm_ms)),
-                    max_backoff: Duration::from_secs(5),
-                }
-                .spawn(r, present_tx, reporter.clone(), cancel.clone())
+        let (input_tx, input_rx) = mpsc::channel(16);
+        let mut threads = Vec::new();
+        if let Some(r) = reader {
+            let reader_loop = ReaderLoop {
+                every: Duration::from_millis(config.reader.poll_ms),
+                rearm: (config.reader.rearm_ms > 0)
+                    .then(|| Duration::from_millis(config.reader.rearm_ms)),
+                max_backoff: Duration::from_secs(5),
+            };
+            threads.push(
+                reader_loop
+                    .spawn(r, present_tx, reporter.clone(), cancel.clone())
+                    .map_err(AgentError::Thread)?,
+            );
+        }
+        if let Some(inputs) = inputs {
+            let meaning = InputMeaning {
+                door_open_high: config.inputs.door_open_level.is_high(),
+                exit_pressed_high: config.inputs.exit_pressed_level.is_high(),
+            };
+            let settle = Duration::from_millis(config.inputs.debounce_ms);
+            threads.push(
+                spawn_inputs(
+                    inputs,
+                    meaning,
+                    settle,
+                    input_tx,
+                    reporter.clone(),
+                    cancel.clone(),
+                )
                 .map_err(AgentError::Thread)?,
-            ),
-        };
+            );
+        }
 
         let link = LinkSettings {
             client_id: config.device_id.clone(),
@@ -141,15 +176,23 @@ impl Agent {
             index: index_rx,
         };
         let tasks = vec![
-            tokio::spawn(run_door(
-                decider,
-                relay,
-                Duration::from_millis(config.door.unlock_ms),
-                present_rx,
-                event_tx,
-                reporter.clone(),
-                cancel.clone(),
-            )),
+            tokio::spawn(
+                Control {
+                    decider,
+                    lock,
+                    timing: DoorTiming {
+                        unlock: Duration::from_millis(config.door.unlock_ms),
+                        relock_on_close: config.door.relock_on_close,
+                        held_open: (config.door.held_open_ms > 0)
+                            .then(|| Duration::from_millis(config.door.held_open_ms)),
+                    },
+                    presentations: present_rx,
+                    inputs: input_rx,
+                    events: event_tx,
+                    reporter: reporter.clone(),
+                }
+                .run(cancel.clone()),
+            ),
             tokio::spawn(run_writer(
                 event_rx,
                 store.clone(),
@@ -165,22 +208,27 @@ impl Agent {
                 reporter.clone(),
                 cancel.clone(),
             )),
-            tokio::spawn(run_link(
-                link,
-                client,
-                eventloop,
-                store.clone(),
-                queued,
-                update_tx,
-                reporter,
-                cancel.clone(),
-            )),
         ];
+        // The link stops last, so the acknowledgements and events of the other tasks still
+        // go out in a graceful stop.
+        let link_cancel = CancellationToken::new();
+        let link = tokio::spawn(run_link(
+            link,
+            client,
+            eventloop,
+            store.clone(),
+            queued,
+            update_tx,
+            reporter,
+            link_cancel.clone(),
+        ));
         Ok(Agent {
             cancel,
             tasks,
-            reader,
+            link: Some((link, link_cancel)),
+            threads,
             store,
+            _panic_guard: panic_guard,
         })
     }
 
@@ -193,16 +241,24 @@ impl Agent {
     /// outbox, the MQTT session says goodbye.
     pub async fn stop(mut self) {
         self.cancel.cancel();
-        for task in self.tasks.drain(..) {
+        let bounded = |task: JoinHandle<()>| async move {
             if tokio::time::timeout(Duration::from_secs(5), task)
                 .await
                 .is_err()
             {
                 tracing::error!("a task did not stop within 5 s");
             }
+        };
+        for task in self.tasks.drain(..) {
+            bounded(task).await;
         }
-        if let Some(reader) = self.reader.take() {
-            let _ = tokio::task::spawn_blocking(move || reader.join()).await;
+        // Only now the link: the others' last acknowledgements and events are queued.
+        if let Some((task, cancel)) = self.link.take() {
+            cancel.cancel();
+            bounded(task).await;
+        }
+        for thread in self.threads.drain(..) {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
     }
 
@@ -211,111 +267,11 @@ impl Agent {
         for task in self.tasks.drain(..) {
             task.abort();
         }
-        // The reader thread is the only thing not owned by a task; it must not outlive us.
+        if let Some((task, _)) = self.link.take() {
+            task.abort();
+        }
+        // The threads are the only things not owned by a task; they must not outlive us.
         self.cancel.cancel();
-    }
-}
-
-/// Everything a decision needs besides the credential.
-struct Decider {
-    device: String,
-    door: String,
-    boot_id: String,
-    clock: Arc<dyn Clock>,
-    index: watch::Receiver<Arc<UserIndex>>,
-}
-
-impl Decider {
-    fn card(&self, p: &Presentation) -> (AccessEvent, Observation) {
-        let now = self.clock.now();
-        let index = self.index.borrow().clone();
-        let d = decide_card(&index, &p.uid, &self.door, now.time);
-        let latency_us = p.at.elapsed().as_micros() as u64;
-        let event = AccessEvent {
-            event_id: uuid::Uuid::now_v7().to_string(),
-            device: self.device.clone(),
-            door: self.door.clone(),
-            seq: 0, // assigned by the outbox
-            boot_id: self.boot_id.clone(),
-            time: now.time,
-            time_trusted: now.trusted,
-            method: Method::Card,
-            card_uid: Some(p.uid.clone()),
-            user_id: d.user_id.clone(),
-            face_score: None,
-            decision: d.outcome,
-            reason: d.reason,
-            latency_us,
-        };
-        let obs = Observation::Decision {
-            method: Method::Card,
-            card_uid: Some(p.uid.clone()),
-            user_id: d.user_id,
-            decision: d.outcome,
-            reason: d.reason,
-            latency_us,
-        };
-        (event, obs)
-    }
-}
-
-/// The decision and door task: decide, actuate, report, hand the event to the writer.
-async fn run_door(
-    decider: Decider,
-    mut relay: Box<dyn Relay>,
-    unlock_for: Duration,
-    mut presentations: mpsc::Receiver<Presentation>,
-    events: mpsc::Sender<AccessEvent>,
-    reporter: Reporter,
-    cancel: CancellationToken,
-) {
-    let mut door = DoorMachine::new(unlock_for);
-    let drive = |relay: &mut Box<dyn Relay>, change: Option<LockState>| {
-        if let Some(state) = change {
-            if let Err(e) = relay.set(state.energised()) {
-                reporter.health(Component::Relay, HealthState::Failed, e.to_string());
-            }
-            reporter.emit(Observation::Relay { state });
-        }
-    };
-    loop {
-        let deadline = door.deadline();
-        tokio::select! {
-            _ = cancel.cancelled() => break,
-            _ = sleep_until(deadline), if deadline.is_some() => {
-                let change = door.tick(Instant::now());
-                drive(&mut relay, change);
-            }
-            p = presentations.recv() => {
-                let Some(p) = p else { break };
-                let (event, obs) = decider.card(&p);
-                if event.decision == acceso_protocol::Outcome::Granted {
-                    let change = door.grant(Instant::now());
-                    drive(&mut relay, change);
-                }
-                reporter.emit(obs);
-                if events.send(event).await.is_err() {
-                    tracing::error!("event writer is gone; event not queued");
-                }
-            }
-        }
-    }
-    let change = door.lock_now();
-    // Drive the line even if the machine thinks it is locked: stop must end locked.
-    if let Err(e) = relay.set(LockState::Locked.energised()) {
-        reporter.health(Component::Relay, HealthState::Failed, e.to_string());
-    }
-    if change.is_some() {
-        reporter.emit(Observation::Relay {
-            state: LockState::Locked,
-        });
-    }
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(at) => tokio::time::sleep_until(at.into()).await,
-        None => std::future::pending().await,
     }
 }
 

@@ -49,6 +49,8 @@ pub struct Config {
     #[serde(default)]
     pub relay: RelayConfig,
     #[serde(default)]
+    pub inputs: InputsConfig,
+    #[serde(default)]
     pub camera: CameraConfig,
 }
 
@@ -73,6 +75,27 @@ pub struct DoorConfig {
     /// `card_or_face` and `card_and_face` need face recognition). Default `card`.
     #[serde(default)]
     pub mode: DoorMode,
+    /// `false` (fail-secure, the default): power off = locked, the relay is energised to unlock.
+    /// `true` (fail-safe, e.g. a maglock on a fire exit): power off = unlocked, the relay is
+    /// energised to lock.
+    #[serde(default)]
+    pub fail_safe: bool,
+    /// Relock as soon as the door closes after opening, before `unlock_ms` runs out (needs a
+    /// door contact). Default true.
+    #[serde(default = "yes")]
+    pub relock_on_close: bool,
+    /// Raise the held-open alarm when the door stays open this long, in milliseconds; 0 = never.
+    /// Default 30000.
+    #[serde(default = "default_held_open_ms")]
+    pub held_open_ms: u64,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_held_open_ms() -> u64 {
+    30_000
 }
 
 fn default_unlock_ms() -> u64 {
@@ -206,19 +229,113 @@ pub enum ReaderBackend {
 }
 
 /// `[relay]`: the lock relay.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RelayConfig {
-    /// `sim` (records every level change). Default `sim`.
+    /// `gpio` (a relay board on a GPIO line) or `sim` (records every level change).
+    /// Default `gpio`.
     #[serde(default)]
     pub backend: RelayBackend,
+    /// The relay's control line, a BCM GPIO number 0 to 27. Default 17 (header pin 11).
+    #[serde(default = "default_relay_pin")]
+    pub pin: u8,
+    /// The relay board switches on a low input (most opto-isolated boards). Default false.
+    #[serde(default)]
+    pub active_low: bool,
+}
+
+fn default_relay_pin() -> u8 {
+    17
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        RelayConfig {
+            backend: RelayBackend::default(),
+            pin: default_relay_pin(),
+            active_low: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RelayBackend {
     #[default]
+    Gpio,
     Sim,
+}
+
+/// `[inputs]`: the door contact and the exit button.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputsConfig {
+    /// `gpio`, `sim` (set by `acceso sim`) or `none` (neither is wired). Default `none`.
+    #[serde(default)]
+    pub backend: InputsBackend,
+    /// The door contact's BCM GPIO number (read with the internal pull-up); absent = no contact.
+    #[serde(default)]
+    pub door_contact_pin: Option<u8>,
+    /// The line level that means the door is open: `high` (a contact closed to GND while the
+    /// door is shut, the usual reed switch) or `low`. Default `high`.
+    #[serde(default = "high")]
+    pub door_open_level: Level,
+    /// The exit button's BCM GPIO number (pull-up); absent = no exit button.
+    #[serde(default)]
+    pub exit_button_pin: Option<u8>,
+    /// The line level that means the button is pressed: `low` (a button to GND) or `high`.
+    /// Default `low`.
+    #[serde(default = "low")]
+    pub exit_pressed_level: Level,
+    /// A change counts once the line has held its new level this long, in milliseconds,
+    /// 1 to 1000. Default 30.
+    #[serde(default = "default_debounce_ms")]
+    pub debounce_ms: u64,
+}
+
+fn high() -> Level {
+    Level::High
+}
+fn low() -> Level {
+    Level::Low
+}
+fn default_debounce_ms() -> u64 {
+    30
+}
+
+impl Default for InputsConfig {
+    fn default() -> Self {
+        InputsConfig {
+            backend: InputsBackend::default(),
+            door_contact_pin: None,
+            door_open_level: Level::High,
+            exit_button_pin: None,
+            exit_pressed_level: Level::Low,
+            debounce_ms: default_debounce_ms(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InputsBackend {
+    Gpio,
+    Sim,
+    #[default]
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Level {
+    High,
+    Low,
+}
+
+impl Level {
+    pub fn is_high(self) -> bool {
+        self == Level::High
+    }
 }
 
 /// `[camera]`: the camera for face recognition.
@@ -274,13 +391,25 @@ impl Config {
                 name: "front".into(),
                 unlock_ms: default_unlock_ms(),
                 mode: DoorMode::Card,
+                fail_safe: false,
+                relock_on_close: true,
+                held_open_ms: default_held_open_ms(),
             },
             broker: BrokerConfig::default(),
             reader: ReaderConfig {
                 backend: ReaderBackend::Sim,
                 ..ReaderConfig::default()
             },
-            relay: RelayConfig::default(),
+            relay: RelayConfig {
+                backend: RelayBackend::Sim,
+                ..RelayConfig::default()
+            },
+            inputs: InputsConfig {
+                backend: InputsBackend::Sim,
+                door_contact_pin: Some(27),
+                exit_button_pin: Some(22),
+                ..InputsConfig::default()
+            },
             camera: CameraConfig::default(),
         }
     }
@@ -391,6 +520,47 @@ impl Config {
                     "{} must be 0 (never) or at least 1000",
                     self.reader.rearm_ms
                 ),
+            ));
+        }
+        if self.door.held_open_ms != 0 && self.door.held_open_ms < 1000 {
+            return Err(invalid(
+                "door.held_open_ms",
+                format!(
+                    "{} must be 0 (never) or at least 1000",
+                    self.door.held_open_ms
+                ),
+            ));
+        }
+        let pins = [
+            ("relay.pin", Some(self.relay.pin)),
+            ("inputs.door_contact_pin", self.inputs.door_contact_pin),
+            ("inputs.exit_button_pin", self.inputs.exit_button_pin),
+        ];
+        for (i, (key, pin)) in pins.iter().enumerate() {
+            let Some(pin) = pin else { continue };
+            if *pin > 27 {
+                return Err(invalid(
+                    key,
+                    format!("GPIO {pin} is not on the header (BCM 0 to 27)"),
+                ));
+            }
+            if let Some((other, _)) = pins[..i].iter().find(|(_, p)| *p == Some(*pin)) {
+                return Err(invalid(key, format!("GPIO {pin} is already {other}")));
+            }
+        }
+        if self.inputs.backend == InputsBackend::Gpio
+            && self.inputs.door_contact_pin.is_none()
+            && self.inputs.exit_button_pin.is_none()
+        {
+            return Err(invalid(
+                "inputs.backend",
+                "\"gpio\" needs inputs.door_contact_pin or inputs.exit_button_pin (or use \"none\")",
+            ));
+        }
+        if !(1..=1000).contains(&self.inputs.debounce_ms) {
+            return Err(invalid(
+                "inputs.debounce_ms",
+                format!("{} is outside 1..=1000", self.inputs.debounce_ms),
             ));
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log) {

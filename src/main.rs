@@ -5,12 +5,15 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use acceso::clock::SystemClock;
-use acceso::config::{Config, ReaderBackend, RelayBackend};
+use acceso::config::{Config, InputsBackend, ReaderBackend, RelayBackend};
+use acceso::door::{LockState, Wiring};
+use acceso::hw::gpio::{GpioInputs, GpioRelay};
 use acceso::hw::mfrc522::Mfrc522Reader;
 use acceso::hw::spidev::SpidevMfrc522;
 use acceso::hw::CardReader;
+use acceso::hw::{DoorInputs, Relay};
 use acceso::observe::Reporter;
-use acceso::sim::hw::RelayRecorder;
+use acceso::sim::hw::{RelayRecorder, SimInputs};
 use acceso::sim::mfrc522::SimChip;
 use acceso::sim::{run_scenario, Scenario, SimError, DEMO_SCENARIO};
 use acceso::{Agent, Backends};
@@ -139,15 +142,39 @@ async fn run(path: PathBuf) -> anyhow::Result<()> {
         }
         ReaderBackend::None => None,
     };
-    let relay = match config.relay.backend {
+    let wiring = Wiring {
+        active_low: config.relay.active_low,
+        fail_safe: config.door.fail_safe,
+    };
+    let relay: Box<dyn Relay> = match config.relay.backend {
+        RelayBackend::Gpio => Box::new(GpioRelay::open(
+            config.relay.pin,
+            wiring.level(LockState::Locked),
+        )?),
         RelayBackend::Sim => {
             tracing::warn!("relay.backend = \"sim\": the lock is not wired to anything");
             Box::new(RelayRecorder::default().relay())
         }
     };
+    let i = &config.inputs;
+    let inputs: Option<Box<dyn DoorInputs>> = match i.backend {
+        InputsBackend::Gpio => Some(Box::new(GpioInputs::open(
+            i.door_contact_pin,
+            i.exit_button_pin,
+        )?)),
+        InputsBackend::Sim => {
+            tracing::warn!("inputs.backend = \"sim\": door contact and exit button stay idle");
+            Some(Box::new(SimInputs::wired(
+                !i.door_open_level.is_high(),
+                !i.exit_pressed_level.is_high(),
+            )))
+        }
+        InputsBackend::None => None,
+    };
     let backends = Backends {
         reader,
         relay,
+        inputs,
         clock: Arc::new(SystemClock),
     };
     let agent = Agent::start(&config, backends, Reporter::log_only()).await?;

@@ -53,6 +53,7 @@ pub enum ApplyResult {
 pub enum Component {
     Reader,
     Relay,
+    Inputs,
     Camera,
     Broker,
     Store,

@@ -290,7 +290,7 @@ fn daemon_stops_cleanly_on_sigterm_sigint_and_sighup() {
         std::fs::write(
             &path,
             format!(
-                "device_id = \"d\"\nstate_dir = \"{}\"\n[door]\nname = \"f\"\n[broker]\nport = {port}\n",
+                "device_id = \"d\"\nstate_dir = \"{}\"\n[door]\nname = \"f\"\n[broker]\nport = {port}\n[relay]\nbackend = \"sim\"\n",
                 dir.path().join("state").display()
             ),
         )

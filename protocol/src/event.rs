@@ -40,14 +40,19 @@ pub enum Method {
     Face,
     CardAndFace,
     ExitButton,
+    /// The door contact: alarms and door state, not a credential.
+    DoorContact,
 }
 
-/// Granted or denied.
+/// Granted or denied for a credential or exit request; an alarm or information for what the
+/// door itself did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     Granted,
     Denied,
+    Alarm,
+    Info,
 }
 
 /// Why. A closed set: consumers may match on it exhaustively.
@@ -66,13 +71,29 @@ pub enum Reason {
     Expired,
     /// The user is not allowed at this door.
     DoorNotAllowed,
+    /// The exit button was pressed: the door unlocks.
+    ExitRequest,
+    /// The door opened while locked, without a grant or an exit request.
+    ForcedOpen,
+    /// The door stayed open longer than allowed.
+    HeldOpen,
+    /// A door that was held open closed again.
+    HeldOpenEnded,
+    /// The door closed after opening, so it relocked before the unlock time ran out.
+    RelockedOnClose,
 }
 
 impl Reason {
     pub fn outcome(self) -> Outcome {
         match self {
-            Reason::Granted => Outcome::Granted,
-            _ => Outcome::Denied,
+            Reason::Granted | Reason::ExitRequest => Outcome::Granted,
+            Reason::ForcedOpen | Reason::HeldOpen => Outcome::Alarm,
+            Reason::HeldOpenEnded | Reason::RelockedOnClose => Outcome::Info,
+            Reason::UnknownCard
+            | Reason::UserDisabled
+            | Reason::NotYetValid
+            | Reason::Expired
+            | Reason::DoorNotAllowed => Outcome::Denied,
         }
     }
 }

@@ -14,8 +14,11 @@ pub enum HwError {
     Relay(String),
     #[error("camera: {0}")]
     Camera(String),
+    #[error("door inputs: {0}")]
+    Inputs(String),
 }
 
+pub mod gpio;
 pub mod mfrc522;
 pub mod spidev;
 
@@ -39,10 +42,22 @@ pub trait CardReader: Send + 'static {
     fn poll(&mut self) -> Result<Seen, HwError>;
 }
 
-/// The lock relay. `true` energises the coil; what that means for the lock (open on fail-secure
-/// strikes, closed on fail-safe maglocks) is the door's business, not the relay's.
+/// The lock relay's control line. `true` drives it high. What a level means for the lock
+/// (active-low boards, fail-safe maglocks) is `door::Wiring`'s business, not the relay's.
 pub trait Relay: Send + 'static {
-    fn set(&mut self, energised: bool) -> Result<(), HwError>;
+    fn set(&mut self, high: bool) -> Result<(), HwError>;
+}
+
+/// The raw levels of the door's input lines (`true` = high); `None` for a line not wired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct InputLevels {
+    pub door_contact: Option<bool>,
+    pub exit_button: Option<bool>,
+}
+
+/// The door contact and exit button lines, polled.
+pub trait DoorInputs: Send + 'static {
+    fn read(&mut self) -> Result<InputLevels, HwError>;
 }
 
 /// One camera frame.

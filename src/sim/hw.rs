@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use crate::hw::{FrameSource, HwError, Relay};
+use crate::hw::{DoorInputs, FrameSource, HwError, InputLevels, Relay};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding one of these simple locks leaves the data valid.
@@ -22,7 +22,8 @@ impl RelayRecorder {
         SimRelay(self.clone())
     }
 
-    /// All level changes so far (writes of the level the line already had are not changes).
+    /// All level changes so far (`true` = high; writes of the level the line already had are
+    /// not changes).
     pub fn changes(&self) -> Vec<(Instant, bool)> {
         let mut out: Vec<(Instant, bool)> = Vec::new();
         for &(t, level) in lock(&self.0).iter() {
@@ -33,17 +34,17 @@ impl RelayRecorder {
         out
     }
 
-    /// The level now (`false` before the first write: a relay powers up released).
-    pub fn energised(&self) -> bool {
-        lock(&self.0).last().is_some_and(|&(_, l)| l)
+    /// The level now, if the line was ever driven.
+    pub fn level(&self) -> Option<bool> {
+        lock(&self.0).last().map(|&(_, l)| l)
     }
 
-    /// The intervals the relay was energised, the last one open-ended if it still is.
-    pub fn energised_intervals(&self) -> Vec<(Instant, Option<Instant>)> {
+    /// The intervals the line was at `level`, the last one open-ended if it still is.
+    pub fn intervals_at(&self, level: bool) -> Vec<(Instant, Option<Instant>)> {
         let mut out = Vec::new();
         let mut since = None;
-        for (t, level) in self.changes() {
-            match (level, since) {
+        for (t, l) in self.changes() {
+            match (l == level, since) {
                 (true, None) => since = Some(t),
                 (false, Some(s)) => {
                     out.push((s, Some(t)));
@@ -62,9 +63,37 @@ impl RelayRecorder {
 pub struct SimRelay(RelayRecorder);
 
 impl Relay for SimRelay {
-    fn set(&mut self, energised: bool) -> Result<(), HwError> {
-        lock(&(self.0).0).push((Instant::now(), energised));
+    fn set(&mut self, high: bool) -> Result<(), HwError> {
+        lock(&(self.0).0).push((Instant::now(), high));
         Ok(())
+    }
+}
+
+/// The door contact and exit button lines, set by tests and scenarios (raw levels).
+#[derive(Clone, Default)]
+pub struct SimInputs(Arc<Mutex<InputLevels>>);
+
+impl SimInputs {
+    /// Both lines wired, at the given levels.
+    pub fn wired(door_contact: bool, exit_button: bool) -> SimInputs {
+        SimInputs(Arc::new(Mutex::new(InputLevels {
+            door_contact: Some(door_contact),
+            exit_button: Some(exit_button),
+        })))
+    }
+
+    pub fn set_door_contact(&self, high: bool) {
+        lock(&self.0).door_contact = Some(high);
+    }
+
+    pub fn set_exit_button(&self, high: bool) {
+        lock(&self.0).exit_button = Some(high);
+    }
+}
+
+impl DoorInputs for SimInputs {
+    fn read(&mut self) -> Result<InputLevels, HwError> {
+        Ok(*lock(&self.0))
     }
 }
 
@@ -103,7 +132,7 @@ mod tests {
     fn recorder_keeps_changes_and_intervals() {
         let rec = RelayRecorder::default();
         let mut r = rec.relay();
-        assert!(!rec.energised());
+        assert_eq!(rec.level(), None);
         r.set(false).unwrap();
         r.set(true).unwrap();
         r.set(true).unwrap();
@@ -113,10 +142,11 @@ mod tests {
             rec.changes().iter().map(|c| c.1).collect::<Vec<_>>(),
             vec![false, true, false, true]
         );
-        let iv = rec.energised_intervals();
+        let iv = rec.intervals_at(true);
         assert_eq!(iv.len(), 2);
         assert!(iv[0].1.is_some() && iv[1].1.is_none());
-        assert!(rec.energised());
+        assert_eq!(rec.intervals_at(false).len(), 2);
+        assert_eq!(rec.level(), Some(true));
     }
 
     #[test]

@@ -13,13 +13,13 @@ use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 
 use super::broker::{start_embedded_broker, CutProxy};
-use super::hw::RelayRecorder;
+use super::hw::{RelayRecorder, SimInputs};
 use super::mfrc522::{FrameFault, SimChip, VirtualCard};
 use super::scenario::CardFault;
 use super::scenario::{Scenario, Step};
 use super::SimError;
 use crate::clock::SimClock;
-use crate::door::LockState;
+use crate::door::{LockState, Wiring};
 use crate::hw::mfrc522::Mfrc522Reader;
 use crate::observe::{ApplyResult, Component, HealthState, Observation, Reporter};
 use crate::{Agent, Backends, Config};
@@ -35,6 +35,8 @@ pub struct Summary {
     pub decisions: usize,
     pub granted: usize,
     pub denied: usize,
+    /// Door alarms (forced open, held open).
+    pub alarms: usize,
     pub events_published: usize,
     pub events_queued: u64,
     pub updates_applied: usize,
@@ -42,7 +44,8 @@ pub struct Summary {
     pub updates_gap: usize,
     pub updates_rejected: usize,
     pub relay_on_ms: u64,
-    /// Each time the relay was energised, for how long (ms, monotonic clock).
+    /// Each time the lock was unlocked, for how long (ms, monotonic clock, from the relay
+    /// line's recorded levels and the configured wiring).
     pub relay_intervals_ms: Vec<u64>,
     pub latency_p50_us: u64,
     pub latency_p99_us: u64,
@@ -54,6 +57,7 @@ struct Tally {
     latencies: Vec<u64>,
     granted: usize,
     denied: usize,
+    alarms: usize,
     applied_reports: usize,
     applied: usize,
     ignored: usize,
@@ -136,6 +140,8 @@ impl World {
                 match decision {
                     Outcome::Granted => t.granted += 1,
                     Outcome::Denied => t.denied += 1,
+                    Outcome::Alarm => t.alarms += 1,
+                    Outcome::Info => {}
                 }
             }
             Observation::Applied { outcome, .. } => {
@@ -192,6 +198,7 @@ impl World {
 struct Door {
     config: Config,
     chip: SimChip,
+    inputs: SimInputs,
     relay: RelayRecorder,
     clock: Arc<SimClock>,
     reporter: Reporter,
@@ -205,6 +212,7 @@ impl Door {
                 Duration::from_millis(self.config.reader.exchange_timeout_ms),
             ))),
             relay: Box::new(self.relay.relay()),
+            inputs: Some(Box::new(self.inputs.clone())),
             clock: self.clock.clone(),
         };
         Ok(Agent::start(&self.config, backends, self.reporter.clone()).await?)
@@ -248,9 +256,14 @@ pub async fn run_scenario(
     let (cloud, published) = cloud_client(&broker_host, broker_port, &topics.logs()).await?;
 
     let (reporter, observations) = Reporter::channel();
+    let idle_inputs = SimInputs::wired(
+        !config.inputs.door_open_level.is_high(),
+        !config.inputs.exit_pressed_level.is_high(),
+    );
     let door = Door {
         config,
         chip: SimChip::new(),
+        inputs: idle_inputs,
         relay: RelayRecorder::default(),
         clock: Arc::new(SimClock::default()),
         reporter,
@@ -325,6 +338,34 @@ pub async fn run_scenario(
                 }
             }
             Step::Clock { time, trusted } => door.clock.set(*time, *trusted),
+            Step::Door { open } => {
+                let open_high = door.config.inputs.door_open_level.is_high();
+                door.inputs.set_door_contact(*open == open_high);
+                // Debounce, then the door task acts on it (an alarm, an early relock, or nothing).
+                world
+                    .pass(Duration::from_millis(door.config.inputs.debounce_ms + 40))
+                    .await?;
+                if link_up(&proxy) {
+                    world
+                        .until(STEP_BOUND, |t| t.published.len() >= t.decisions())
+                        .await?;
+                }
+            }
+            Step::ExitButton => {
+                let pressed_high = door.config.inputs.exit_pressed_level.is_high();
+                let before = world.tally.decisions();
+                door.inputs.set_exit_button(pressed_high);
+                world.until(STEP_BOUND, |t| t.decisions() > before).await?;
+                door.inputs.set_exit_button(!pressed_high);
+                world
+                    .pass(Duration::from_millis(door.config.inputs.debounce_ms + 20))
+                    .await?;
+                if link_up(&proxy) {
+                    world
+                        .until(STEP_BOUND, |t| t.published.len() >= t.decisions())
+                        .await?;
+                }
+            }
             Step::Wait { ms } => world.pass(Duration::from_millis(*ms)).await?,
             Step::Restart { crash } => {
                 if *crash {
@@ -360,7 +401,12 @@ pub async fn run_scenario(
         .map_err(|e| SimError::Agent(e.into()))?;
     let _ = cloud.try_disconnect();
 
-    let summary = summarise(&world.tally, &door.relay, events_queued);
+    let unlocked_level = Wiring {
+        active_low: door.config.relay.active_low,
+        fail_safe: door.config.door.fail_safe,
+    }
+    .level(LockState::Unlocked);
+    let summary = summarise(&world.tally, &door.relay, unlocked_level, events_queued);
     let mut body =
         serde_json::to_value(&summary).map_err(|e| SimError::Output(std::io::Error::other(e)))?;
     if let Value::Object(fields) = &mut body {
@@ -534,10 +580,15 @@ async fn cloud_client(
     }
 }
 
-fn summarise(t: &Tally, relay: &RelayRecorder, events_queued: u64) -> Summary {
+fn summarise(
+    t: &Tally,
+    relay: &RelayRecorder,
+    unlocked_level: bool,
+    events_queued: u64,
+) -> Summary {
     let now = Instant::now();
     let relay_intervals_ms: Vec<u64> = relay
-        .energised_intervals()
+        .intervals_at(unlocked_level)
         .into_iter()
         .map(|(from, to)| to.unwrap_or(now).duration_since(from).as_millis() as u64)
         .collect();
@@ -554,6 +605,7 @@ fn summarise(t: &Tally, relay: &RelayRecorder, events_queued: u64) -> Summary {
         decisions: t.decisions(),
         granted: t.granted,
         denied: t.denied,
+        alarms: t.alarms,
         events_published: t.published.len(),
         events_queued,
         updates_applied: t.applied,

@@ -49,6 +49,12 @@ pub enum Step {
     Restart {
         crash: bool,
     },
+    /// The door contact reports the door open or closed.
+    Door {
+        open: bool,
+    },
+    /// The exit button is pressed (and released).
+    ExitButton,
 }
 
 /// Reader faults a card step can inject (all through the register-level MFRC522 simulator).
@@ -69,11 +75,7 @@ pub enum CardFault {
 }
 
 /// Step kinds this build knows but cannot run yet, and what they need.
-const NOT_YET: &[(&str, &str)] = &[
-    ("face", "face recognition"),
-    ("exit_button", "door inputs"),
-    ("door", "door inputs"),
-];
+const NOT_YET: &[(&str, &str)] = &[("face", "face recognition")];
 
 const DEFAULT_HOLD_MS: u64 = 300;
 
@@ -273,6 +275,17 @@ fn parse_step(step: &Value) -> Result<Step, String> {
             .filter(|ms| *ms <= 3_600_000)
             .map(|ms| Step::Wait { ms })
             .ok_or_else(|| format!("`wait_ms` must be 0 to 3600000, not {value}")),
+        "door" => match value.as_str() {
+            Some("open") => Ok(Step::Door { open: true }),
+            Some("closed") => Ok(Step::Door { open: false }),
+            _ => Err(format!(
+                "`door` must be \"open\" or \"closed\", not {value}"
+            )),
+        },
+        "exit_button" => match value {
+            Value::Bool(true) => Ok(Step::ExitButton),
+            v => Err(format!("`exit_button` must be true, not {v}")),
+        },
         "restart" => match value.as_str() {
             Some("graceful") => Ok(Step::Restart { crash: false }),
             Some("crash") => Ok(Step::Restart { crash: true }),
@@ -304,11 +317,14 @@ mod tests {
                 {"broker":"down"},{"broker":"up"},
                 {"clock":"2026-01-01T00:00:00Z","trusted":false},
                 {"wait_ms":10},
-                {"restart":"graceful"},{"restart":"crash"}
+                {"restart":"graceful"},{"restart":"crash"},
+                {"door":"open"},{"door":"closed"},{"exit_button":true}
             ]}"#,
         )
         .unwrap();
-        assert_eq!(s.steps.len(), 11);
+        assert_eq!(s.steps.len(), 14);
+        assert_eq!(s.steps[11], Step::Door { open: true });
+        assert_eq!(s.steps[13], Step::ExitButton);
         assert_eq!(
             s.steps[3],
             Step::Card {
@@ -387,6 +403,8 @@ mod tests {
                 "several kinds",
             ),
             (r#"{"steps":[{"face":"a.jpg"}]}"#, "not supported yet"),
+            (r#"{"steps":[{"door":"ajar"}]}"#, "\"open\" or \"closed\""),
+            (r#"{"steps":[{"exit_button":false}]}"#, "must be true"),
             (
                 r#"{"steps":[{"card":"DEADBEEF","fault":"melted"}]}"#,
                 "unknown `fault`",

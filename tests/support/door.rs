@@ -6,7 +6,7 @@ use std::time::Duration;
 use acceso::clock::SimClock;
 use acceso::hw::mfrc522::Mfrc522Reader;
 use acceso::observe::{ApplyResult, Component, HealthState, Observation, Reporter};
-use acceso::sim::hw::RelayRecorder;
+use acceso::sim::hw::{RelayRecorder, SimInputs};
 use acceso::sim::mfrc522::{SimChip, VirtualCard};
 use acceso::{Agent, Backends, Config};
 use acceso_protocol::{AccessEvent, CardUid};
@@ -20,6 +20,7 @@ pub struct TestDoor {
     pub config: Config,
     pub chip: SimChip,
     pub relay: RelayRecorder,
+    pub inputs: SimInputs,
     pub clock: Arc<SimClock>,
     pub observations: mpsc::UnboundedReceiver<Observation>,
     reporter: Reporter,
@@ -43,6 +44,7 @@ impl TestDoor {
             config,
             chip: SimChip::new(),
             relay: RelayRecorder::default(),
+            inputs: SimInputs::wired(false, true),
             clock: Arc::new(SimClock::default()),
             observations,
             reporter,
@@ -60,6 +62,7 @@ impl TestDoor {
                 Duration::from_millis(self.config.reader.exchange_timeout_ms),
             ))),
             relay: Box::new(self.relay.relay()),
+            inputs: Some(Box::new(self.inputs.clone())),
             clock: self.clock.clone(),
         };
         let agent = tokio::time::timeout(

@@ -1,0 +1,207 @@
+//! The control task: credentials and door inputs in; decisions, the lock and events out.
+//! Decide, then actuate, then hand the event to the writer: the lock never waits on disk or
+//! network.
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use acceso_protocol::{AccessEvent, CardUid, Method, Outcome, Reason};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::access::{decide_card, UserIndex};
+use crate::clock::Clock;
+use crate::door::{DoorAction, DoorMachine, DoorTiming, LockState, Wiring};
+use crate::hw::{HwError, Relay};
+use crate::inputs::InputEvent;
+use crate::observe::{Component, HealthState, Observation, Reporter};
+use crate::reader::Presentation;
+
+/// The lock: the relay and how it is wired. Shared with the panic guard.
+#[derive(Clone)]
+pub struct Lock {
+    relay: Arc<Mutex<Box<dyn Relay>>>,
+    wiring: Wiring,
+}
+
+impl Lock {
+    pub fn new(relay: Box<dyn Relay>, wiring: Wiring) -> Lock {
+        Lock {
+            relay: Arc::new(Mutex::new(relay)),
+            wiring,
+        }
+    }
+
+    pub fn drive(&self, state: LockState) -> Result<(), HwError> {
+        let mut relay = self.relay.lock().unwrap_or_else(|e| e.into_inner());
+        relay.set(self.wiring.level(state))
+    }
+
+    /// From the panic hook: never block (the panicking thread may hold the lock).
+    pub fn drive_from_panic(&self, state: LockState) {
+        let relay = match self.relay.try_lock() {
+            Ok(r) => Some(r),
+            Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        };
+        if let Some(mut relay) = relay {
+            let _ = relay.set(self.wiring.level(state));
+        }
+    }
+}
+
+/// Everything an event needs besides what happened.
+pub struct Decider {
+    pub device: String,
+    pub door: String,
+    pub boot_id: String,
+    pub clock: Arc<dyn Clock>,
+    pub index: watch::Receiver<Arc<UserIndex>>,
+}
+
+impl Decider {
+    fn event(
+        &self,
+        method: Method,
+        card_uid: Option<CardUid>,
+        user_id: Option<String>,
+        reason: Reason,
+        since: Instant,
+    ) -> (AccessEvent, Observation) {
+        let now = self.clock.now();
+        let latency_us = since.elapsed().as_micros() as u64;
+        let event = AccessEvent {
+            event_id: uuid::Uuid::now_v7().to_string(),
+            device: self.device.clone(),
+            door: self.door.clone(),
+            seq: 0, // assigned by the outbox
+            boot_id: self.boot_id.clone(),
+            time: now.time,
+            time_trusted: now.trusted,
+            method,
+            card_uid: card_uid.clone(),
+            user_id: user_id.clone(),
+            face_score: None,
+            decision: reason.outcome(),
+            reason,
+            latency_us,
+        };
+        let obs = Observation::Decision {
+            method,
+            card_uid,
+            user_id,
+            decision: reason.outcome(),
+            reason,
+            latency_us,
+        };
+        (event, obs)
+    }
+
+    fn card(&self, p: &Presentation) -> (AccessEvent, Observation) {
+        let index = self.index.borrow().clone();
+        let d = decide_card(&index, &p.uid, &self.door, self.clock.now().time);
+        self.event(Method::Card, Some(p.uid.clone()), d.user_id, d.reason, p.at)
+    }
+}
+
+pub struct Control {
+    pub decider: Decider,
+    pub lock: Lock,
+    pub timing: DoorTiming,
+    pub presentations: mpsc::Receiver<Presentation>,
+    pub inputs: mpsc::Receiver<InputEvent>,
+    pub events: mpsc::Sender<AccessEvent>,
+    pub reporter: Reporter,
+}
+
+impl Control {
+    pub async fn run(mut self, cancel: CancellationToken) {
+        let mut door = DoorMachine::new(self.timing);
+        loop {
+            let deadline = door.deadline();
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = sleep_until(deadline), if deadline.is_some() => {
+                    let now = Instant::now();
+                    let actions = door.tick(now);
+                    self.act(actions, now).await;
+                }
+                p = self.presentations.recv() => {
+                    let Some(p) = p else { break };
+                    let (event, obs) = self.decider.card(&p);
+                    if event.decision == Outcome::Granted {
+                        let actions = door.grant(Instant::now());
+                        self.act(actions, p.at).await;
+                    }
+                    self.report(event, obs).await;
+                }
+                input = self.inputs.recv() => {
+                    // A closed channel means no inputs are wired: keep going without them.
+                    let Some(input) = input else {
+                        self.inputs = mpsc::channel(1).1;
+                        continue;
+                    };
+                    let now = Instant::now();
+                    match input {
+                        InputEvent::ExitPressed => {
+                            let actions = door.exit_request(now);
+                            self.act(actions, now).await;
+                            let (event, obs) =
+                                self.decider.event(Method::ExitButton, None, None, Reason::ExitRequest, now);
+                            self.report(event, obs).await;
+                        }
+                        InputEvent::Door { open } => {
+                            let actions = door.door(open, now);
+                            self.act(actions, now).await;
+                        }
+                    }
+                }
+            }
+        }
+        // Stop: drive the line even if the machine thinks it is locked.
+        let was_unlocked = !door.lock_now().is_empty();
+        if let Err(e) = self.lock.drive(LockState::Locked) {
+            self.reporter
+                .health(Component::Relay, HealthState::Failed, e.to_string());
+        }
+        if was_unlocked {
+            self.reporter.emit(Observation::Relay {
+                state: LockState::Locked,
+            });
+        }
+    }
+
+    async fn act(&mut self, actions: Vec<DoorAction>, since: Instant) {
+        for action in actions {
+            match action {
+                DoorAction::Lock(state) => {
+                    if let Err(e) = self.lock.drive(state) {
+                        self.reporter
+                            .health(Component::Relay, HealthState::Failed, e.to_string());
+                    }
+                    self.reporter.emit(Observation::Relay { state });
+                }
+                DoorAction::Report(reason) => {
+                    let (event, obs) =
+                        self.decider
+                            .event(Method::DoorContact, None, None, reason, since);
+                    self.report(event, obs).await;
+                }
+            }
+        }
+    }
+
+    async fn report(&self, event: AccessEvent, obs: Observation) {
+        self.reporter.emit(obs);
+        if self.events.send(event).await.is_err() {
+            tracing::error!("event writer is gone; event not queued");
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
