@@ -382,3 +382,29 @@ fn reader_faults_in_a_scenario_never_give_a_wrong_or_partial_uid() {
         .collect();
     assert_eq!(reader, ["failed", "ok", "failed", "ok"]);
 }
+
+#[test]
+fn door_scenario_exit_early_relock_forced_and_held_open() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/scenarios/door.json");
+    let out = acceso(&["sim", "--scenario", path]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines = lines(&out);
+    // The exit unlock ends early: the door closed behind the person.
+    let summary = check_run(&lines, 2000, 1);
+    assert_eq!(
+        reasons(&lines),
+        [
+            "exit_request",
+            "relocked_on_close",
+            "forced_open",
+            "held_open",
+            "held_open_ended"
+        ]
+    );
+    assert_eq!(summary["alarms"], 2);
+    assert_eq!(summary["relay_intervals_ms"].as_array().unwrap().len(), 1);
+}

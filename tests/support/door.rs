@@ -32,19 +32,28 @@ pub struct TestDoor {
 impl TestDoor {
     /// A door named "front", device "test-door", on the broker at 127.0.0.1:`port`.
     pub async fn start(port: u16, unlock_ms: u64) -> TestDoor {
+        TestDoor::start_with(port, |c| c.door.unlock_ms = unlock_ms).await
+    }
+
+    /// Like `start`, with the config adjusted by `adjust` first.
+    pub async fn start_with(port: u16, adjust: impl FnOnce(&mut Config)) -> TestDoor {
         let state = tempfile::tempdir().expect("state dir");
         let mut config = Config::sim_defaults(state.path());
         config.device_id = "test-door".into();
         config.broker.port = port;
         config.broker.reconnect_ms = 200;
-        config.door.unlock_ms = unlock_ms;
+        adjust(&mut config);
         config.validate().expect("test config is valid");
+        let idle = SimInputs::wired(
+            !config.inputs.door_open_level.is_high(),
+            !config.inputs.exit_pressed_level.is_high(),
+        );
         let (reporter, observations) = Reporter::channel();
         let mut door = TestDoor {
             config,
             chip: SimChip::new(),
             relay: RelayRecorder::default(),
-            inputs: SimInputs::wired(false, true),
+            inputs: idle,
             clock: Arc::new(SimClock::default()),
             observations,
             reporter,

@@ -1,2 +1,3 @@
 pub mod door;
 pub mod mosquitto;
+pub mod wiring;
