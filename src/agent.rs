@@ -42,6 +42,8 @@ pub enum AgentError {
     Relay(crate::hw::HwError),
     #[error("cannot start a thread: {0}")]
     Thread(std::io::Error),
+    #[error(transparent)]
+    Tls(#[from] crate::cloud::tls::TlsSetupError),
 }
 
 /// A started agent. Stop it with `stop` (graceful) or `crash` (abrupt, for simulation).
@@ -158,13 +160,23 @@ impl Agent {
             );
         }
 
+        let b = &config.broker;
+        let tls = match (b.tls, &b.ca_file, &b.cert_file, &b.key_file) {
+            (true, Some(ca), Some(cert), Some(key)) => {
+                Some(crate::cloud::tls::client_config(ca, cert, key, b.alpn)?)
+            }
+            _ => None,
+        };
         let link = LinkSettings {
-            client_id: config.device_id.clone(),
-            host: config.broker.host.clone(),
-            port: config.broker.port,
-            keepalive: Duration::from_secs(config.broker.keepalive_s),
-            reconnect: Duration::from_millis(config.broker.reconnect_ms),
-            topics: Topics::new(&config.broker.topic_prefix),
+            device: config.device_id.clone(),
+            host: b.host.clone(),
+            port: b.port,
+            keepalive: Duration::from_secs(b.keepalive_s),
+            reconnect_min: Duration::from_millis(b.reconnect_ms),
+            reconnect_max: Duration::from_millis(b.reconnect_max_ms),
+            stable_after: Duration::from_secs(b.stable_after_s),
+            topics: Topics::new(&b.topic_prefix),
+            tls,
         };
         let (client, eventloop) = link.connect();
 

@@ -128,10 +128,41 @@ pub struct BrokerConfig {
     /// Prefix of every topic (`<prefix>/logs`, `<prefix>/updates`, ...). Default `acceso`.
     #[serde(default = "default_prefix")]
     pub topic_prefix: String,
-    /// Milliseconds to wait before reconnecting after the connection drops, 100 to 300000.
-    /// Default 2000.
+    /// First wait before reconnecting after the connection drops, in milliseconds, 100 to
+    /// 300000; each failure doubles it (with jitter) up to `reconnect_max_ms`. Default 2000.
     #[serde(default = "default_reconnect")]
     pub reconnect_ms: u64,
+    /// Longest wait between reconnects, in milliseconds, at least `reconnect_ms`. Default 60000.
+    #[serde(default = "default_reconnect_max")]
+    pub reconnect_max_ms: u64,
+    /// A connection must stay up this long, in seconds, before the wait starts again from
+    /// `reconnect_ms`. Default 30.
+    #[serde(default = "default_stable_after")]
+    pub stable_after_s: u64,
+    /// Mutual TLS (AWS IoT Core: port 8883, or 443 with `alpn`). Default false.
+    #[serde(default)]
+    pub tls: bool,
+    /// PEM file of the CA(s) to trust for the broker's certificate (Amazon Root CA 1 for AWS
+    /// IoT Core). Required with `tls`.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// PEM file of this device's certificate. Required with `tls`.
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    /// PEM file of this device's private key. Required with `tls`.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// Offer ALPN `x-amzn-mqtt-ca`, which AWS IoT Core needs for MQTT on port 443 (for
+    /// networks that block 8883). Default false.
+    #[serde(default)]
+    pub alpn: bool,
+}
+
+fn default_reconnect_max() -> u64 {
+    60_000
+}
+fn default_stable_after() -> u64 {
+    30
 }
 
 fn default_host() -> String {
@@ -158,6 +189,13 @@ impl Default for BrokerConfig {
             keepalive_s: default_keepalive(),
             topic_prefix: default_prefix(),
             reconnect_ms: default_reconnect(),
+            reconnect_max_ms: default_reconnect_max(),
+            stable_after_s: default_stable_after(),
+            tls: false,
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+            alpn: false,
         }
     }
 }
@@ -488,6 +526,36 @@ impl Config {
                 "broker.reconnect_ms",
                 format!("{} is outside 100..=300000", self.broker.reconnect_ms),
             ));
+        }
+        if self.broker.reconnect_max_ms < self.broker.reconnect_ms
+            || self.broker.reconnect_max_ms > 3_600_000
+        {
+            return Err(invalid(
+                "broker.reconnect_max_ms",
+                format!(
+                    "{} must be between broker.reconnect_ms ({}) and 3600000",
+                    self.broker.reconnect_max_ms, self.broker.reconnect_ms
+                ),
+            ));
+        }
+        if !(1..=3600).contains(&self.broker.stable_after_s) {
+            return Err(invalid(
+                "broker.stable_after_s",
+                format!("{} is outside 1..=3600", self.broker.stable_after_s),
+            ));
+        }
+        if self.broker.tls {
+            for (key, file) in [
+                ("broker.ca_file", &self.broker.ca_file),
+                ("broker.cert_file", &self.broker.cert_file),
+                ("broker.key_file", &self.broker.key_file),
+            ] {
+                if file.is_none() {
+                    return Err(invalid(key, "is required with broker.tls = true"));
+                }
+            }
+        } else if self.broker.alpn {
+            return Err(invalid("broker.alpn", "needs broker.tls = true"));
         }
         if !(5..=1000).contains(&self.reader.poll_ms) {
             return Err(invalid(

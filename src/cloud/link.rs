@@ -1,19 +1,24 @@
-//! The MQTT session task: connect, reconnect, publish queued events, route incoming updates.
+//! The MQTT session task: connect (plain or mutual TLS), reconnect with backoff, publish
+//! queued events, route incoming updates, keep the device's status topic current.
 //!
 //! An event leaves the outbox only when the broker's PUBACK for the publish that carried it
 //! arrives. The session never waits on the door: decisions happen elsewhere and reach this task
 //! only through the outbox.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use acceso_protocol::{Topics, MAX_PAYLOAD_BYTES};
 use rumqttc::{
-    AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Outgoing, Packet, Publish, QoS,
+    AsyncClient, ConnectionError, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet,
+    Publish, QoS, TlsConfiguration, Transport,
 };
+use serde_json::json;
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
+use super::backoff::Backoff;
+use super::tls::{explain, find_rustls, TlsTrouble};
 use super::window::Window;
 use crate::observe::{Component, HealthState, Reporter};
 use crate::store::SharedStore;
@@ -31,18 +36,23 @@ const MAX_INCOMING_PACKET: usize = 1024 * 1024;
 
 #[derive(Debug, Clone)]
 pub struct LinkSettings {
-    pub client_id: String,
+    /// The device id: client id (= AWS IoT thing name) and status topic.
+    pub device: String,
     pub host: String,
     pub port: u16,
     pub keepalive: Duration,
-    pub reconnect: Duration,
+    pub reconnect_min: Duration,
+    pub reconnect_max: Duration,
+    pub stable_after: Duration,
     pub topics: Topics,
+    /// Mutual TLS, if configured.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl LinkSettings {
     /// The client and its event loop, configured for this link.
     pub fn connect(&self) -> (AsyncClient, EventLoop) {
-        let mut opts = MqttOptions::new(&self.client_id, &self.host, self.port);
+        let mut opts = MqttOptions::new(&self.device, &self.host, self.port);
         opts.set_keep_alive(self.keepalive);
         // A persistent session: the broker keeps QoS 1 updates published while we are away.
         opts.set_clean_session(false);
@@ -50,8 +60,27 @@ impl LinkSettings {
         opts.set_inflight(MAX_IN_FLIGHT as u16);
         // Updates are acknowledged only after they are applied (or rejected) for good.
         opts.set_manual_acks(true);
+        opts.set_last_will(LastWill::new(
+            self.topics.status_of(&self.device),
+            status_payload(&self.device, "offline", None),
+            QoS::AtLeastOnce,
+            true,
+        ));
+        if let Some(tls) = &self.tls {
+            opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+                tls.clone(),
+            )));
+        }
         AsyncClient::new(opts, 2 * MAX_IN_FLIGHT)
     }
+}
+
+fn status_payload(device: &str, state: &str, extra: Option<serde_json::Value>) -> Vec<u8> {
+    let mut v = json!({ "device": device, "state": state, "time": jiff::Timestamp::now() });
+    if let (Some(serde_json::Value::Object(extra)), Some(obj)) = (extra, v.as_object_mut()) {
+        obj.extend(extra);
+    }
+    v.to_string().into_bytes()
 }
 
 /// Runs the session until `cancel`. `queued` is notified whenever an event enters the outbox.
@@ -68,7 +97,15 @@ pub async fn run_link(
 ) {
     let logs = settings.topics.logs();
     let updates_topic = settings.topics.updates();
+    let status_topic = settings.topics.status_of(&settings.device);
     let mut window = Window::new(MAX_IN_FLIGHT);
+    let seed = uuid::Uuid::new_v4().as_u64_pair().0;
+    let mut backoff = Backoff::new(
+        settings.reconnect_min,
+        settings.reconnect_max,
+        settings.stable_after,
+        seed,
+    );
     let mut connected = false;
     // Whether the outbox may hold events not yet handed over in this session.
     let mut maybe_more = false;
@@ -91,7 +128,9 @@ pub async fn run_link(
                 connected = true;
                 maybe_more = true;
                 last_error = None;
+                backoff.connected(Instant::now());
                 window.connected(ack.session_present);
+                // Subscribe after every CONNACK: without a session the broker forgot it.
                 if let Err(e) = client.try_subscribe(&updates_topic, QoS::AtLeastOnce) {
                     tracing::error!("cannot queue subscription to {updates_topic}: {e}");
                 }
@@ -106,7 +145,7 @@ pub async fn run_link(
                     reporter.health(
                         Component::Broker,
                         HealthState::Failed,
-                        format!("broker refused the subscription to {updates_topic}: user updates will not arrive"),
+                        format!("broker refused the subscription to {updates_topic}: user updates will not arrive (check the device policy)"),
                     );
                 } else {
                     reporter.health(
@@ -117,6 +156,13 @@ pub async fn run_link(
                             settings.host, settings.port
                         ),
                     );
+                    let status = status(&store, &settings.device).await;
+                    if client
+                        .try_publish(&status_topic, QoS::AtLeastOnce, true, status)
+                        .is_ok()
+                    {
+                        window.handed_other();
+                    }
                 }
             }
             Ok(Event::Incoming(Packet::PubAck(ack))) => {
@@ -140,14 +186,17 @@ pub async fn run_link(
             Ok(Event::Outgoing(Outgoing::Publish(pkid))) => window.written(pkid),
             Ok(_) => {}
             Err(e) => {
-                let text = describe(&e);
+                let (component, text) = describe(&e);
+                let wait = backoff.failed(Instant::now());
                 if connected || last_error.as_deref() != Some(text.as_str()) {
                     reporter.health(
-                        Component::Broker,
+                        component,
                         HealthState::Degraded,
                         format!(
-                            "{}:{}: {text}; events stay queued, retrying",
-                            settings.host, settings.port
+                            "{}:{}: {text}; events stay queued, retrying in {} ms",
+                            settings.host,
+                            settings.port,
+                            wait.as_millis()
                         ),
                     );
                 }
@@ -155,7 +204,7 @@ pub async fn run_link(
                 last_error = Some(text);
                 tokio::select! {
                     _ = cancel.cancelled() => break,
-                    _ = tokio::time::sleep(settings.reconnect) => {}
+                    _ = tokio::time::sleep(wait) => {}
                 }
             }
         }
@@ -177,18 +226,30 @@ pub async fn run_link(
             }
         })
         .await;
-    }
-    // Say goodbye so the broker does not publish a will for a clean stop; best effort.
-    if connected && client.try_disconnect().is_ok() {
-        let _ = tokio::time::timeout(Duration::from_millis(500), async {
-            while let Ok(ev) = eventloop.poll().await {
-                if matches!(ev, Event::Outgoing(Outgoing::Disconnect)) {
-                    break;
+        // A clean DISCONNECT cancels the last will: say offline ourselves, then goodbye.
+        let offline = status_payload(&settings.device, "offline", None);
+        let _ = client.try_publish(&status_topic, QoS::AtMostOnce, true, offline);
+        if client.try_disconnect().is_ok() {
+            let _ = tokio::time::timeout(Duration::from_millis(500), async {
+                while let Ok(ev) = eventloop.poll().await {
+                    if matches!(ev, Event::Outgoing(Outgoing::Disconnect)) {
+                        break;
+                    }
                 }
-            }
-        })
-        .await;
+            })
+            .await;
+        }
     }
+}
+
+/// The retained status message: online, applied update version, events queued.
+async fn status(store: &SharedStore, device: &str) -> Vec<u8> {
+    let facts = store
+        .call(|s| Ok((s.applied_version()?, s.queued_count()?)))
+        .await
+        .ok();
+    let extra = facts.map(|(v, q)| json!({ "applied_version": v, "events_queued": q }));
+    status_payload(device, "online", extra)
 }
 
 /// Hands queued events to the client while the window has room. Returns whether more may wait.
@@ -213,8 +274,8 @@ async fn hand_over(
     };
     let full = batch.len() == room;
     for event in batch {
-        // Events are built by us from bounded fields; this cannot trigger, and if it ever did,
-        // sending it would kill the connection, so it stays queued and is reported instead.
+        // Sending an event over the payload limit would kill the connection: it stays queued
+        // and reported, and never holds up the events behind it.
         if event.payload.len() > MAX_PAYLOAD_BYTES {
             reporter.health(
                 Component::Broker,
@@ -242,13 +303,21 @@ async fn hand_over(
     full
 }
 
-fn describe(e: &ConnectionError) -> String {
-    match e {
+/// What a connection error means, and which component it points at.
+fn describe(e: &ConnectionError) -> (Component, String) {
+    if let Some(tls) = find_rustls(e) {
+        return match explain(tls) {
+            TlsTrouble::Clock(text) => (Component::Clock, text),
+            TlsTrouble::Certificate(text) => (Component::Broker, text),
+        };
+    }
+    let text = match e {
         ConnectionError::Io(io) => format!("network error: {io}"),
         ConnectionError::ConnectionRefused(code) => {
             format!("broker refused the connection: {code:?}")
         }
         ConnectionError::NetworkTimeout => "connection timed out".into(),
         other => other.to_string(),
-    }
+    };
+    (Component::Broker, text)
 }

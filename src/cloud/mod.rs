@@ -1,7 +1,9 @@
 //! The link to the cloud: one MQTT session (rumqttc) that drains the outbox to the logs topic
 //! and feeds messages from the updates topic to the updates consumer.
 
+mod backoff;
 mod link;
+pub mod tls;
 mod updates;
 mod window;
 

@@ -11,8 +11,9 @@ use std::collections::{HashMap, VecDeque};
 #[derive(Debug)]
 pub struct Window {
     cap: usize,
-    /// Handed to the client, packet id not yet known, in hand-over order.
-    handed: VecDeque<u64>,
+    /// Handed to the client, packet id not yet known, in hand-over order (`None`: a publish
+    /// that is not an outbox event, such as the status message).
+    handed: VecDeque<Option<u64>>,
     /// Sent with this packet id, waiting for PUBACK.
     sent: HashMap<u16, u64>,
     /// The next outbox sequence number to hand over.
@@ -31,7 +32,7 @@ impl Window {
 
     /// How many more events may be handed over now.
     pub fn room(&self) -> usize {
-        self.cap.saturating_sub(self.handed.len() + self.sent.len())
+        self.cap.saturating_sub(self.in_flight())
     }
 
     /// The lowest outbox sequence number not yet handed over in this session.
@@ -39,8 +40,9 @@ impl Window {
         self.next
     }
 
+    /// Outbox events handed over or sent and not yet acknowledged.
     pub fn in_flight(&self) -> usize {
-        self.handed.len() + self.sent.len()
+        self.handed.iter().filter(|h| h.is_some()).count() + self.sent.len()
     }
 
     /// A CONNACK. Without a resumed session the broker and rumqttc hold nothing of ours:
@@ -54,8 +56,14 @@ impl Window {
     }
 
     pub fn handed(&mut self, seq: u64) {
-        self.handed.push_back(seq);
+        self.handed.push_back(Some(seq));
         self.next = self.next.max(seq + 1);
+    }
+
+    /// A QoS 1 publish that is not an outbox event went to the client: it takes its place in
+    /// the packet-id order, but nothing waits for its PUBACK.
+    pub fn handed_other(&mut self) {
+        self.handed.push_back(None);
     }
 
     /// Passes over an event that cannot be sent in this session.
@@ -68,7 +76,7 @@ impl Window {
         if self.sent.contains_key(&pkid) {
             return; // a retransmission of one we already track
         }
-        if let Some(seq) = self.handed.pop_front() {
+        if let Some(Some(seq)) = self.handed.pop_front() {
             self.sent.insert(pkid, seq);
         }
     }
@@ -101,6 +109,20 @@ mod tests {
         assert_eq!(w.acked(1), Some(5));
         assert_eq!(w.acked(3), Some(7));
         assert_eq!(w.in_flight(), 0);
+    }
+
+    #[test]
+    fn other_publishes_keep_the_packet_id_order_straight() {
+        let mut w = Window::new(10);
+        w.handed(1);
+        w.handed_other();
+        w.handed(2);
+        w.written(1);
+        w.written(2); // the status message
+        w.written(3);
+        assert_eq!(w.acked(2), None);
+        assert_eq!(w.acked(1), Some(1));
+        assert_eq!(w.acked(3), Some(2));
     }
 
     #[test]
