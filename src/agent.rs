@@ -208,6 +208,7 @@ impl Agent {
             tokio::spawn(run_writer(
                 event_rx,
                 store.clone(),
+                config.outbox.max_events,
                 queued.clone(),
                 reporter.clone(),
             )),
@@ -292,21 +293,57 @@ impl Agent {
 async fn run_writer(
     mut events: mpsc::Receiver<AccessEvent>,
     store: SharedStore,
+    max_queued: u64,
     queued: Arc<Notify>,
     reporter: Reporter,
 ) {
     while let Some(event) = events.recv().await {
         let result = store
-            .call(move |s| s.append_event(move |seq| AccessEvent { seq, ..event }))
+            .call(move |s| {
+                let (event, dropped) =
+                    s.append_event(move |seq| AccessEvent { seq, ..event }, max_queued)?;
+                if dropped > 0 {
+                    s.report_drops(|seq, count| drop_report(&event, seq, count))?;
+                }
+                Ok(dropped)
+            })
             .await;
         match result {
-            Ok(_) => queued.notify_one(),
+            Ok(dropped) => {
+                if dropped > 0 {
+                    reporter.health(
+                        Component::Store,
+                        HealthState::Degraded,
+                        format!(
+                            "outbox full ({max_queued} events): dropped the {dropped} oldest; the cloud gets an events_dropped report"
+                        ),
+                    );
+                }
+                queued.notify_one();
+            }
             Err(e) => reporter.health(
                 Component::Store,
                 HealthState::Failed,
                 format!("cannot queue event: {e}"),
             ),
         }
+    }
+}
+
+/// The `events_dropped` report, made from the event whose arrival overflowed the outbox.
+fn drop_report(last: &AccessEvent, seq: u64, count: u64) -> AccessEvent {
+    AccessEvent {
+        event_id: uuid::Uuid::now_v7().to_string(),
+        seq,
+        method: acceso_protocol::Method::Agent,
+        card_uid: None,
+        user_id: None,
+        face_score: None,
+        decision: acceso_protocol::Reason::EventsDropped.outcome(),
+        reason: acceso_protocol::Reason::EventsDropped,
+        latency_us: 0,
+        dropped: Some(count),
+        ..last.clone()
     }
 }
 

@@ -52,6 +52,30 @@ pub struct Config {
     pub inputs: InputsConfig,
     #[serde(default)]
     pub camera: CameraConfig,
+    #[serde(default)]
+    pub outbox: OutboxConfig,
+}
+
+/// `[outbox]`: events waiting for the broker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboxConfig {
+    /// Most events kept while the broker cannot be reached, 100 to 10000000; past it the
+    /// oldest are dropped, counted and reported. Default 100000 (about 50 MB on disk).
+    #[serde(default = "default_max_events")]
+    pub max_events: u64,
+}
+
+fn default_max_events() -> u64 {
+    100_000
+}
+
+impl Default for OutboxConfig {
+    fn default() -> Self {
+        OutboxConfig {
+            max_events: default_max_events(),
+        }
+    }
 }
 
 fn default_state_dir() -> PathBuf {
@@ -449,6 +473,7 @@ impl Config {
                 ..InputsConfig::default()
             },
             camera: CameraConfig::default(),
+            outbox: OutboxConfig::default(),
         }
     }
 
@@ -556,6 +581,12 @@ impl Config {
             }
         } else if self.broker.alpn {
             return Err(invalid("broker.alpn", "needs broker.tls = true"));
+        }
+        if !(100..=10_000_000).contains(&self.outbox.max_events) {
+            return Err(invalid(
+                "outbox.max_events",
+                format!("{} is outside 100..=10000000", self.outbox.max_events),
+            ));
         }
         if !(5..=1000).contains(&self.reader.poll_ms) {
             return Err(invalid(

@@ -85,6 +85,7 @@ impl Decider {
             decision: reason.outcome(),
             reason,
             latency_us,
+            dropped: None,
         };
         let obs = Observation::Decision {
             method,

@@ -71,6 +71,7 @@ async fn every_decision_arrives_at_the_broker_with_every_field() {
         "decision",
         "reason",
         "latency_us",
+        "dropped",
     ] {
         assert!(raw.get(field).is_some(), "field {field} missing in {raw}");
     }

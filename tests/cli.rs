@@ -90,7 +90,7 @@ fn check_run(lines: &[Value], unlock_ms: u64, cut_short: usize) -> &Value {
     for p in of_kind(lines, "published") {
         assert_eq!(p["topic"], "acceso/logs");
         assert!(p.get("error").is_none(), "bad event: {p}");
-        assert_eq!(p["event"].as_object().unwrap().len(), 14, "{p}");
+        assert_eq!(p["event"].as_object().unwrap().len(), 15, "{p}");
         let e: AccessEvent = serde_json::from_value(p["event"].clone()).unwrap();
         if !events.iter().any(|x| x.event_id == e.event_id) {
             events.push(e);

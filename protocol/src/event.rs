@@ -30,6 +30,9 @@ pub struct AccessEvent {
     pub reason: Reason,
     /// From the credential being read to the decision being made, in microseconds.
     pub latency_us: u64,
+    /// For `events_dropped`: how many events the full outbox dropped (oldest first) since the
+    /// last such report reached the cloud; their sequence numbers are the gap before this one.
+    pub dropped: Option<u64>,
 }
 
 /// How the person asked to pass.
@@ -42,6 +45,8 @@ pub enum Method {
     ExitButton,
     /// The door contact: alarms and door state, not a credential.
     DoorContact,
+    /// The agent itself (its outbox overflowed).
+    Agent,
 }
 
 /// Granted or denied for a credential or exit request; an alarm or information for what the
@@ -81,6 +86,9 @@ pub enum Reason {
     HeldOpenEnded,
     /// The door closed after opening, so it relocked before the unlock time ran out.
     RelockedOnClose,
+    /// The outbox was full (a long outage): the oldest events were dropped; `dropped` says
+    /// how many.
+    EventsDropped,
 }
 
 impl Reason {
@@ -88,7 +96,9 @@ impl Reason {
         match self {
             Reason::Granted | Reason::ExitRequest => Outcome::Granted,
             Reason::ForcedOpen | Reason::HeldOpen => Outcome::Alarm,
-            Reason::HeldOpenEnded | Reason::RelockedOnClose => Outcome::Info,
+            Reason::HeldOpenEnded | Reason::RelockedOnClose | Reason::EventsDropped => {
+                Outcome::Info
+            }
             Reason::UnknownCard
             | Reason::UserDisabled
             | Reason::NotYetValid
@@ -119,6 +129,7 @@ mod tests {
             decision: Outcome::Denied,
             reason: Reason::UnknownCard,
             latency_us: 12,
+            dropped: None,
         };
         let v: serde_json::Value = serde_json::to_value(&e).unwrap();
         assert_eq!(v["user_id"], serde_json::Value::Null);
@@ -127,7 +138,8 @@ mod tests {
         assert_eq!(v["reason"], "unknown_card");
         assert_eq!(v["decision"], "denied");
         assert_eq!(v["time"], "2026-12-03T10:00:00Z");
-        assert_eq!(v.as_object().unwrap().len(), 14);
+        assert_eq!(v["dropped"], serde_json::Value::Null);
+        assert_eq!(v.as_object().unwrap().len(), 15);
         let back: AccessEvent = serde_json::from_value(v).unwrap();
         assert_eq!(back, e);
     }

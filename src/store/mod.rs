@@ -75,6 +75,9 @@ const MIGRATIONS: &[&str] = &[
          event_id TEXT NOT NULL UNIQUE,
          payload TEXT NOT NULL
      ) STRICT;",
+    // 2: outbox overflow bookkeeping (see outbox.rs).
+    "INSERT INTO meta (key, value) VALUES ('dropped_unreported', 0), ('drop_report_seq', 0),
+         ('drop_report_count', 0);",
 ];
 
 impl Store {
