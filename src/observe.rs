@@ -2,8 +2,11 @@
 //! scenario runner) when one is attached.
 
 use acceso_protocol::{CardUid, Method, Outcome, Reason};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
 use serde::Serialize;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 
 use crate::door::LockState;
 
@@ -48,7 +51,7 @@ pub enum ApplyResult {
     Rejected,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Component {
     Reader,
@@ -68,20 +71,74 @@ pub enum HealthState {
     Failed,
 }
 
+/// The latest health of each component, for the device's status topic.
+#[derive(Default)]
+pub struct HealthBoard {
+    states: Mutex<BTreeMap<Component, ComponentHealth>>,
+    changed: Notify,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ComponentHealth {
+    pub state: HealthState,
+    pub detail: String,
+}
+
+impl HealthBoard {
+    /// Every component that has reported, with its latest state.
+    pub fn snapshot(&self) -> BTreeMap<Component, ComponentHealth> {
+        // A poisoned lock only means a panic elsewhere mid-insert; the map itself is whole.
+        self.states
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Resolves when a component's state (not only its detail) changes.
+    pub async fn changed(&self) {
+        self.changed.notified().await
+    }
+
+    fn set(&self, component: Component, health: ComponentHealth) {
+        let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
+        let state_changed = states.get(&component).map(|h| h.state) != Some(health.state);
+        states.insert(component, health);
+        drop(states);
+        if state_changed {
+            // One waiter (the link); a stored permit means a change between its waits is not lost.
+            self.changed.notify_one();
+        }
+    }
+}
+
 /// Where observations go. Cloning is cheap; every component holds one.
 #[derive(Clone, Default)]
-pub struct Reporter(Option<mpsc::UnboundedSender<Observation>>);
+pub struct Reporter {
+    tx: Option<mpsc::UnboundedSender<Observation>>,
+    board: Arc<HealthBoard>,
+}
 
 impl Reporter {
     /// A reporter that only logs.
     pub fn log_only() -> Reporter {
-        Reporter(None)
+        Reporter::default()
     }
 
     /// A reporter that logs and streams to the returned receiver.
     pub fn channel() -> (Reporter, mpsc::UnboundedReceiver<Observation>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        (Reporter(Some(tx)), rx)
+        (
+            Reporter {
+                tx: Some(tx),
+                board: Arc::default(),
+            },
+            rx,
+        )
+    }
+
+    /// The health of every component, as last reported through this reporter or its clones.
+    pub fn board(&self) -> &HealthBoard {
+        &self.board
     }
 
     pub fn emit(&self, obs: Observation) {
@@ -99,7 +156,21 @@ impl Reporter {
             } => tracing::warn!("{json}"),
             _ => tracing::info!("{json}"),
         }
-        if let Some(tx) = &self.0 {
+        if let Observation::Health {
+            component,
+            state,
+            detail,
+        } = &obs
+        {
+            self.board.set(
+                *component,
+                ComponentHealth {
+                    state: *state,
+                    detail: detail.clone(),
+                },
+            );
+        }
+        if let Some(tx) = &self.tx {
             // The observer may have gone away (end of a scenario); the agent carries on.
             let _ = tx.send(obs);
         }

@@ -5,6 +5,7 @@
 //! arrives. The session never waits on the door: decisions happen elsewhere and reach this task
 //! only through the outbox.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -110,6 +111,9 @@ pub async fn run_link(
     // Whether the outbox may hold events not yet handed over in this session.
     let mut maybe_more = false;
     let mut last_error: Option<String> = None;
+    // Subscribed in this session: the status topic is ours to update.
+    let mut subscribed = false;
+    let mut published_health = None;
 
     loop {
         if connected && maybe_more && window.room() > 0 {
@@ -119,6 +123,12 @@ pub async fn run_link(
             _ = cancel.cancelled() => break,
             _ = queued.notified() => {
                 maybe_more = true;
+                continue;
+            }
+            _ = reporter.board().changed() => {
+                if subscribed {
+                    publish_status(&client, &store, &settings, &reporter, &mut window, &mut published_health).await;
+                }
                 continue;
             }
             event = eventloop.poll() => event,
@@ -156,13 +166,17 @@ pub async fn run_link(
                             settings.host, settings.port
                         ),
                     );
-                    let status = status(&store, &settings.device).await;
-                    if client
-                        .try_publish(&status_topic, QoS::AtLeastOnce, true, status)
-                        .is_ok()
-                    {
-                        window.handed_other();
-                    }
+                    subscribed = true;
+                    published_health = None;
+                    publish_status(
+                        &client,
+                        &store,
+                        &settings,
+                        &reporter,
+                        &mut window,
+                        &mut published_health,
+                    )
+                    .await;
                 }
             }
             Ok(Event::Incoming(Packet::PubAck(ack))) => {
@@ -201,6 +215,7 @@ pub async fn run_link(
                     );
                 }
                 connected = false;
+                subscribed = false;
                 last_error = Some(text);
                 tokio::select! {
                     _ = cancel.cancelled() => break,
@@ -242,14 +257,40 @@ pub async fn run_link(
     }
 }
 
-/// The retained status message: online, applied update version, events queued.
-async fn status(store: &SharedStore, device: &str) -> Vec<u8> {
+/// Publishes the retained status message (online, applied update version, events queued, the
+/// health of every component) unless the components' states are what was last published.
+async fn publish_status(
+    client: &AsyncClient,
+    store: &SharedStore,
+    settings: &LinkSettings,
+    reporter: &Reporter,
+    window: &mut Window,
+    published: &mut Option<BTreeMap<Component, HealthState>>,
+) {
+    let health = reporter.board().snapshot();
+    let states: BTreeMap<Component, HealthState> =
+        health.iter().map(|(c, h)| (*c, h.state)).collect();
+    if published.as_ref() == Some(&states) {
+        return;
+    }
     let facts = store
         .call(|s| Ok((s.applied_version()?, s.queued_count()?)))
         .await
         .ok();
-    let extra = facts.map(|(v, q)| json!({ "applied_version": v, "events_queued": q }));
-    status_payload(device, "online", extra)
+    let mut extra = json!({ "health": health });
+    if let (Some((version, queued)), Some(obj)) = (facts, extra.as_object_mut()) {
+        obj.insert("applied_version".into(), version.into());
+        obj.insert("events_queued".into(), queued.into());
+    }
+    let payload = status_payload(&settings.device, "online", Some(extra));
+    let topic = settings.topics.status_of(&settings.device);
+    if client
+        .try_publish(topic, QoS::AtLeastOnce, true, payload)
+        .is_ok()
+    {
+        window.handed_other();
+        *published = Some(states);
+    }
 }
 
 /// Hands queued events to the client while the window has room. Returns whether more may wait.

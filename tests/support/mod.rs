@@ -1,3 +1,4 @@
 pub mod door;
 pub mod mosquitto;
+pub mod pki;
 pub mod wiring;

@@ -42,6 +42,23 @@ pub struct Mosquitto {
     child: Option<Child>,
     /// Keep sessions and queued messages across restarts (in the temp dir).
     persistent: bool,
+    /// A second listener with TLS and required client certificates.
+    tls: Option<TlsListener>,
+}
+
+/// The broker's side of mutual TLS: its certificate and key, and the CA its clients' certificates
+/// must chain to.
+#[derive(Clone)]
+#[allow(dead_code)]
+pub struct TlsFiles {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+struct TlsListener {
+    port: u16,
+    files: TlsFiles,
 }
 
 /// Outcome of one attempt at launching mosquitto.
@@ -57,16 +74,23 @@ impl Mosquitto {
     ///
     /// Panics if `/usr/sbin/mosquitto` is missing or the broker is not ready within 10 s.
     pub fn start() -> Mosquitto {
-        Mosquitto::launch_new(false)
+        Mosquitto::launch_new(false, None)
+    }
+
+    /// Like `start`, plus a TLS listener on [`Mosquitto::tls_port`] that requires a client
+    /// certificate chaining to `files.ca` (`require_certificate true`, as AWS IoT Core does).
+    /// The plain listener stays for the tests' own observers.
+    pub fn start_tls(files: TlsFiles) -> Mosquitto {
+        Mosquitto::launch_new(false, Some(files))
     }
 
     /// Like `start`, with `persistence true`: durable sessions and the QoS 1 messages queued
     /// for them survive `stop` + `restart`, as they do on a production broker.
     pub fn start_persistent() -> Mosquitto {
-        Mosquitto::launch_new(true)
+        Mosquitto::launch_new(true, None)
     }
 
-    fn launch_new(persistent: bool) -> Mosquitto {
+    fn launch_new(persistent: bool, tls: Option<TlsFiles>) -> Mosquitto {
         if !Path::new(MOSQUITTO_BIN).exists() {
             panic!(
                 "{MOSQUITTO_BIN} not found: these tests need a local mosquitto broker \
@@ -88,6 +112,7 @@ impl Mosquitto {
             port: 0,
             child: None,
             persistent,
+            tls: tls.map(|files| TlsListener { port: 0, files }),
         };
 
         // Between dropping our probe listener and mosquitto binding, another process may
@@ -95,6 +120,9 @@ impl Mosquitto {
         let mut failures = Vec::new();
         for _ in 0..START_PORT_ATTEMPTS {
             broker.port = free_port();
+            if let Some(tls) = broker.tls.as_mut() {
+                tls.port = free_port();
+            }
             broker.write_config();
             match broker.launch(START_TIMEOUT) {
                 Launch::Ready(child) => {
@@ -117,6 +145,11 @@ impl Mosquitto {
     /// The TCP port the broker listens on (stable across [`Mosquitto::restart`]).
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The TLS listener's port; panics if the broker was not started with `start_tls`.
+    pub fn tls_port(&self) -> u16 {
+        self.tls.as_ref().expect("started with start_tls").port
     }
 
     /// Always `"127.0.0.1"`.
@@ -232,6 +265,20 @@ impl Mosquitto {
              max_queued_messages 10000\n",
             port = self.port
         );
+        let conf = match &self.tls {
+            Some(tls) => format!(
+                "{conf}listener {port} {HOST}\n\
+                 cafile {ca}\n\
+                 certfile {cert}\n\
+                 keyfile {key}\n\
+                 require_certificate true\n",
+                port = tls.port,
+                ca = tls.files.ca.display(),
+                cert = tls.files.cert.display(),
+                key = tls.files.key.display(),
+            ),
+            None => conf,
+        };
         let conf = if self.persistent {
             format!(
                 "{conf}persistence true\npersistence_location {}/\n",
@@ -284,6 +331,7 @@ impl Mosquitto {
             // are open, so require that too (and that our process is still alive).
             if self.launch_log_says_running(log_offset)
                 && accepts(self.port)
+                && self.tls.as_ref().is_none_or(|t| accepts(t.port))
                 && matches!(child.try_wait(), Ok(None))
             {
                 return Launch::Ready(child);
