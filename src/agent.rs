@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use acceso_protocol::{AccessEvent, Topics, User};
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -117,7 +117,6 @@ impl Agent {
             watch::channel(Arc::new(UserIndex::build(users.iter().cloned())));
 
         let cancel = CancellationToken::new();
-        let queued = Arc::new(Notify::new());
         let (present_tx, present_rx) = mpsc::channel(16);
         let (event_tx, event_rx) = mpsc::channel(256);
         // Unbounded, yet bounded in practice: updates are acknowledged only once applied, so
@@ -209,7 +208,6 @@ impl Agent {
                 event_rx,
                 store.clone(),
                 config.outbox.max_events,
-                queued.clone(),
                 reporter.clone(),
             )),
             tokio::spawn(run_updates(
@@ -230,7 +228,6 @@ impl Agent {
             client,
             eventloop,
             store.clone(),
-            queued,
             update_tx,
             reporter,
             link_cancel.clone(),
@@ -294,56 +291,24 @@ async fn run_writer(
     mut events: mpsc::Receiver<AccessEvent>,
     store: SharedStore,
     max_queued: u64,
-    queued: Arc<Notify>,
     reporter: Reporter,
 ) {
     while let Some(event) = events.recv().await {
-        let result = store
-            .call(move |s| {
-                let (event, dropped) =
-                    s.append_event(move |seq| AccessEvent { seq, ..event }, max_queued)?;
-                if dropped > 0 {
-                    s.report_drops(|seq, count| drop_report(&event, seq, count))?;
-                }
-                Ok(dropped)
-            })
-            .await;
-        match result {
-            Ok(dropped) => {
-                if dropped > 0 {
-                    reporter.health(
-                        Component::Store,
-                        HealthState::Degraded,
-                        format!(
-                            "outbox full ({max_queued} events): dropped the {dropped} oldest; the cloud gets an events_dropped report"
-                        ),
-                    );
-                }
-                queued.notify_one();
-            }
+        match store.enqueue(event, max_queued).await {
+            Ok((_, 0)) => {}
+            Ok((_, dropped)) => reporter.health(
+                Component::Store,
+                HealthState::Degraded,
+                format!(
+                    "outbox full ({max_queued} events): dropped the {dropped} oldest; the cloud gets an events_dropped report"
+                ),
+            ),
             Err(e) => reporter.health(
                 Component::Store,
                 HealthState::Failed,
                 format!("cannot queue event: {e}"),
             ),
         }
-    }
-}
-
-/// The `events_dropped` report, made from the event whose arrival overflowed the outbox.
-fn drop_report(last: &AccessEvent, seq: u64, count: u64) -> AccessEvent {
-    AccessEvent {
-        event_id: uuid::Uuid::now_v7().to_string(),
-        seq,
-        method: acceso_protocol::Method::Agent,
-        card_uid: None,
-        user_id: None,
-        face_score: None,
-        decision: acceso_protocol::Reason::EventsDropped.outcome(),
-        reason: acceso_protocol::Reason::EventsDropped,
-        latency_us: 0,
-        dropped: Some(count),
-        ..last.clone()
     }
 }
 

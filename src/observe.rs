@@ -94,7 +94,8 @@ impl HealthBoard {
             .clone()
     }
 
-    /// Resolves when a component's state (not only its detail) changes.
+    /// Resolves when a component's state (not only its detail) changes, or an update was
+    /// applied: when the device's status message is out of date.
     pub async fn changed(&self) {
         self.changed.notified().await
     }
@@ -169,6 +170,13 @@ impl Reporter {
                     detail: detail.clone(),
                 },
             );
+        }
+        if let Observation::Applied {
+            outcome: ApplyResult::Applied,
+            ..
+        } = &obs
+        {
+            self.board.changed.notify_one();
         }
         if let Some(tx) = &self.tx {
             // The observer may have gone away (end of a scenario); the agent carries on.

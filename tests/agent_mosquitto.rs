@@ -360,3 +360,45 @@ async fn an_update_published_while_the_door_is_away_arrives_when_it_returns() {
     assert_eq!(outcome(&door.tap("DEADBEEF").await).1, Reason::UnknownCard);
     door.stop().await;
 }
+
+/// Waits for a status message matching `pick` on the device's status topic.
+async fn status_where(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<rumqttc::Publish>,
+    what: &str,
+    pick: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = tokio::time::Instant::now() + BOUND;
+    loop {
+        let p = tokio::time::timeout_at(deadline, rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no status message {what} within {BOUND:?}"))
+            .expect("status subscriber closed");
+        let v: serde_json::Value = serde_json::from_slice(&p.payload).expect("status is JSON");
+        if pick(&v) {
+            return v;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_topic_tells_online_version_and_health_and_the_last_will_tells_a_crash() {
+    let broker = Mosquitto::start();
+    let topic = "acceso/devices/test-door/status";
+    let (_sub, mut status) = subscriber(broker.host(), broker.port(), topic).await;
+    let cloud = publisher(broker.host(), broker.port()).await;
+    let mut door = TestDoor::start(broker.port(), 1000).await;
+    door.connected().await;
+    let online = status_where(&mut status, "online", |v| v["state"] == "online").await;
+    assert_eq!(online["device"], "test-door");
+    assert_eq!(online["applied_version"], 0);
+    assert_eq!(online["health"]["broker"]["state"], "ok", "{online}");
+
+    send(&cloud, upsert(1, "ana", &["01020304"], "")).await;
+    assert_eq!(door.applied().await.1, ApplyResult::Applied);
+    status_where(&mut status, "with version 1", |v| v["applied_version"] == 1).await;
+
+    // A crash sends no goodbye: the broker publishes the last will.
+    door.agent.take().expect("running").crash();
+    let offline = status_where(&mut status, "offline", |v| v["state"] == "offline").await;
+    assert_eq!(offline["device"], "test-door");
+}

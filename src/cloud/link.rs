@@ -15,7 +15,7 @@ use rumqttc::{
     Publish, QoS, TlsConfiguration, Transport,
 };
 use serde_json::json;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::backoff::Backoff;
@@ -26,6 +26,9 @@ use crate::store::SharedStore;
 
 /// At most this many unacknowledged publishes (AWS IoT Core's limit is 100).
 const MAX_IN_FLIGHT: usize = 100;
+/// Events are handed over in batches of at least this many (or when nothing is in flight),
+/// so a steady stream of PUBACKs does not turn into one outbox read per event.
+const REFILL_AT: usize = MAX_IN_FLIGHT / 4;
 /// How long a graceful stop waits for the acknowledgements of events in flight.
 const STOP_GRACE: Duration = Duration::from_secs(1);
 /// Room for the MQTT header and topic on top of the largest payload we send.
@@ -84,14 +87,13 @@ fn status_payload(device: &str, state: &str, extra: Option<serde_json::Value>) -
     v.to_string().into_bytes()
 }
 
-/// Runs the session until `cancel`. `queued` is notified whenever an event enters the outbox.
+/// Runs the session until `cancel`.
 #[allow(clippy::too_many_arguments)]
 pub async fn run_link(
     settings: LinkSettings,
     client: AsyncClient,
     mut eventloop: EventLoop,
     store: SharedStore,
-    queued: Arc<Notify>,
     updates: mpsc::UnboundedSender<Publish>,
     reporter: Reporter,
     cancel: CancellationToken,
@@ -114,14 +116,18 @@ pub async fn run_link(
     // Subscribed in this session: the status topic is ours to update.
     let mut subscribed = false;
     let mut published_health = None;
+    // Acknowledged events leave the outbox on their own task, many per transaction.
+    let (acked, acked_rx) = mpsc::unbounded_channel();
+    let deleter = tokio::spawn(delete_acked(store.clone(), acked_rx, reporter.clone()));
 
     loop {
-        if connected && maybe_more && window.room() > 0 {
+        let refill = window.room() >= REFILL_AT || (window.in_flight() == 0 && window.room() > 0);
+        if connected && maybe_more && refill {
             maybe_more = hand_over(&client, &store, &mut window, &logs, &reporter).await;
         }
         let event = tokio::select! {
             _ = cancel.cancelled() => break,
-            _ = queued.notified() => {
+            _ = store.event_queued() => {
                 maybe_more = true;
                 continue;
             }
@@ -181,9 +187,8 @@ pub async fn run_link(
             }
             Ok(Event::Incoming(Packet::PubAck(ack))) => {
                 if let Some(seq) = window.acked(ack.pkid) {
-                    if let Err(e) = store.call(move |s| s.delete_queued(seq)).await {
-                        reporter.health(Component::Store, HealthState::Failed, e.to_string());
-                    }
+                    // The deleter lives as long as this task holds the sender.
+                    let _ = acked.send(seq);
                     maybe_more = true;
                 }
             }
@@ -231,7 +236,7 @@ pub async fn run_link(
                 match eventloop.poll().await {
                     Ok(Event::Incoming(Packet::PubAck(ack))) => {
                         if let Some(seq) = window.acked(ack.pkid) {
-                            let _ = store.call(move |s| s.delete_queued(seq)).await;
+                            let _ = acked.send(seq);
                         }
                     }
                     Ok(Event::Outgoing(Outgoing::Publish(pkid))) => window.written(pkid),
@@ -255,28 +260,57 @@ pub async fn run_link(
             .await;
         }
     }
+    // Every acknowledged event leaves the outbox before the task ends.
+    drop(acked);
+    if tokio::time::timeout(STOP_GRACE, deleter).await.is_err() {
+        tracing::error!("acknowledged events were not removed from the outbox within {STOP_GRACE:?}; they will be sent again");
+    }
 }
 
+/// Removes acknowledged events from the outbox: whatever acknowledgements piled up during one
+/// transaction go in the next, so under load one disk sync covers many events.
+async fn delete_acked(
+    store: SharedStore,
+    mut acked: mpsc::UnboundedReceiver<u64>,
+    reporter: Reporter,
+) {
+    while let Some(first) = acked.recv().await {
+        let mut seqs = vec![first];
+        while let Ok(seq) = acked.try_recv() {
+            seqs.push(seq);
+        }
+        if let Err(e) = store.call(move |s| s.delete_acked(&seqs)).await {
+            // They stay queued and are sent again after a restart; the cloud deduplicates.
+            reporter.health(Component::Store, HealthState::Failed, e.to_string());
+        }
+    }
+}
+
+/// What the status message last published said, to skip repeats.
+type StatusKey = (BTreeMap<Component, HealthState>, Option<u64>);
+
 /// Publishes the retained status message (online, applied update version, events queued, the
-/// health of every component) unless the components' states are what was last published.
+/// health of every component) unless states and version are what was last published.
 async fn publish_status(
     client: &AsyncClient,
     store: &SharedStore,
     settings: &LinkSettings,
     reporter: &Reporter,
     window: &mut Window,
-    published: &mut Option<BTreeMap<Component, HealthState>>,
+    published: &mut Option<StatusKey>,
 ) {
     let health = reporter.board().snapshot();
-    let states: BTreeMap<Component, HealthState> =
-        health.iter().map(|(c, h)| (*c, h.state)).collect();
-    if published.as_ref() == Some(&states) {
-        return;
-    }
     let facts = store
         .call(|s| Ok((s.applied_version()?, s.queued_count()?)))
         .await
         .ok();
+    let key: StatusKey = (
+        health.iter().map(|(c, h)| (*c, h.state)).collect(),
+        facts.map(|(v, _)| v),
+    );
+    if published.as_ref() == Some(&key) {
+        return;
+    }
     let mut extra = json!({ "health": health });
     if let (Some((version, queued)), Some(obj)) = (facts, extra.as_object_mut()) {
         obj.insert("applied_version".into(), version.into());
@@ -289,7 +323,7 @@ async fn publish_status(
         .is_ok()
     {
         window.handed_other();
-        *published = Some(states);
+        *published = Some(key);
     }
 }
 

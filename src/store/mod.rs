@@ -11,6 +11,7 @@ mod users;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use acceso_protocol::AccessEvent;
 use rusqlite::{Connection, OpenFlags};
 
 pub use outbox::QueuedEvent;
@@ -269,11 +270,48 @@ mod tests {
 
 /// The store, shared between tasks; every call runs on a blocking thread.
 #[derive(Clone)]
-pub struct SharedStore(std::sync::Arc<std::sync::Mutex<Store>>);
+pub struct SharedStore {
+    inner: std::sync::Arc<std::sync::Mutex<Store>>,
+    /// Notified whenever an event enters the outbox; the link waits on it.
+    queued: std::sync::Arc<tokio::sync::Notify>,
+}
 
 impl SharedStore {
     pub fn new(store: Store) -> SharedStore {
-        SharedStore(std::sync::Arc::new(std::sync::Mutex::new(store)))
+        SharedStore {
+            inner: std::sync::Arc::new(std::sync::Mutex::new(store)),
+            queued: std::sync::Arc::default(),
+        }
+    }
+
+    /// Resolves when an event was queued since the last time it resolved.
+    pub async fn event_queued(&self) {
+        self.queued.notified().await
+    }
+
+    /// Queues a decided event: it gets the next sequence number, the outbox keeps at most
+    /// `max_queued` events (dropping the oldest and queueing one `events_dropped` report), and
+    /// the link is woken. Returns the stored event and how many old events were dropped.
+    pub async fn enqueue(
+        &self,
+        event: AccessEvent,
+        max_queued: u64,
+    ) -> Result<(AccessEvent, u64), StoreError> {
+        let result = self
+            .call(move |s| {
+                let (event, dropped) =
+                    s.append_event(move |seq| AccessEvent { seq, ..event }, max_queued)?;
+                if dropped > 0 {
+                    s.report_drops(|seq, count| outbox::drop_report(&event, seq, count))?;
+                }
+                Ok((event, dropped))
+            })
+            .await;
+        if result.is_ok() {
+            // One waiter (the link); a stored permit keeps a wake-up between its waits.
+            self.queued.notify_one();
+        }
+        result
     }
 
     /// Runs `f` with the store on a blocking thread.
@@ -281,7 +319,7 @@ impl SharedStore {
         &self,
         f: impl FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let inner = self.0.clone();
+        let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
             let mut store = inner.lock().unwrap_or_else(|e| e.into_inner());
             f(&mut store)

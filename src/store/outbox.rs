@@ -108,27 +108,35 @@ impl Store {
     /// Removes an event the broker has acknowledged. Removing one already gone is fine.
     /// If it was the drop report, the drops it reported are settled.
     pub fn delete_queued(&mut self, seq: u64) -> Result<(), StoreError> {
+        self.delete_acked(&[seq])
+    }
+
+    /// Removes events the broker has acknowledged, in one transaction (one disk sync for a
+    /// whole window of acknowledgements, not one each).
+    pub fn delete_acked(&mut self, seqs: &[u64]) -> Result<(), StoreError> {
         let path = self.path.clone();
         let err = |source| StoreError::Sqlite {
             path: path.clone(),
             source,
         };
         let tx = self.conn.transaction().map_err(err)?;
-        tx.execute("DELETE FROM outbox WHERE seq = ?1", [seq as i64])
+        for &seq in seqs {
+            tx.execute("DELETE FROM outbox WHERE seq = ?1", [seq as i64])
+                .map_err(err)?;
+            tx.execute(
+                "UPDATE meta SET value = value - (SELECT value FROM meta WHERE key = 'drop_report_count')
+                 WHERE key = 'dropped_unreported'
+                   AND (SELECT value FROM meta WHERE key = 'drop_report_seq') = ?1",
+                [seq as i64],
+            )
             .map_err(err)?;
-        tx.execute(
-            "UPDATE meta SET value = value - (SELECT value FROM meta WHERE key = 'drop_report_count')
-             WHERE key = 'dropped_unreported'
-               AND (SELECT value FROM meta WHERE key = 'drop_report_seq') = ?1",
-            [seq as i64],
-        )
-        .map_err(err)?;
-        tx.execute(
-            "UPDATE meta SET value = 0 WHERE key IN ('drop_report_seq', 'drop_report_count')
-               AND (SELECT value FROM meta WHERE key = 'drop_report_seq') = ?1",
-            [seq as i64],
-        )
-        .map_err(err)?;
+            tx.execute(
+                "UPDATE meta SET value = 0 WHERE key IN ('drop_report_seq', 'drop_report_count')
+                   AND (SELECT value FROM meta WHERE key = 'drop_report_seq') = ?1",
+                [seq as i64],
+            )
+            .map_err(err)?;
+        }
         tx.commit().map_err(err)
     }
 
@@ -137,6 +145,24 @@ impl Store {
             .query_row("SELECT count(*) FROM outbox", [], |r| r.get::<_, i64>(0))
             .map(|n| n as u64)
             .map_err(|e| self.err(e))
+    }
+}
+
+/// The `events_dropped` report, made from the event whose arrival overflowed the outbox (same
+/// device, door, boot and time).
+pub(crate) fn drop_report(last: &AccessEvent, seq: u64, count: u64) -> AccessEvent {
+    AccessEvent {
+        event_id: uuid::Uuid::now_v7().to_string(),
+        seq,
+        method: acceso_protocol::Method::Agent,
+        card_uid: None,
+        user_id: None,
+        face_score: None,
+        decision: acceso_protocol::Reason::EventsDropped.outcome(),
+        reason: acceso_protocol::Reason::EventsDropped,
+        latency_us: 0,
+        dropped: Some(count),
+        ..last.clone()
     }
 }
 

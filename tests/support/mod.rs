@@ -1,4 +1,5 @@
 pub mod door;
 pub mod mosquitto;
 pub mod pki;
+pub mod reliability;
 pub mod wiring;
