@@ -10,6 +10,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -278,6 +279,16 @@ impl Mosquitto {
                 key = tls.files.key.display(),
             ),
             None => conf,
+        };
+        // Started as root, mosquitto drops to the `mosquitto` user, which cannot write to our
+        // private temporary directory: persistence would silently fail. Stay as the caller.
+        let conf = if std::fs::metadata(self.dir.path())
+            .map(|m| m.uid() == 0)
+            .unwrap_or(false)
+        {
+            format!("{conf}user root\n")
+        } else {
+            conf
         };
         let conf = if self.persistent {
             format!(
