@@ -7,6 +7,7 @@ pub mod cloud;
 pub mod config;
 pub mod control;
 pub mod door;
+pub mod face;
 pub mod guard;
 pub mod hw;
 pub mod inputs;

@@ -65,6 +65,12 @@ pub trait DoorInputs: Send + 'static {
 pub enum Frame {
     /// An encoded image (JPEG, PNG), as a file or an MJPEG camera gives it.
     Encoded { name: String, bytes: Vec<u8> },
+    /// Raw pixels as a camera gives them: 8-bit BGR, row after row, `width * height * 3` bytes.
+    Bgr {
+        width: u32,
+        height: u32,
+        data: Vec<u8>,
+    },
 }
 
 /// A camera: the next frame, or `None` when there is nothing new to look at.

@@ -1,0 +1,1 @@
+//! OpenCV face engine (being written).
