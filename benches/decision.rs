@@ -9,6 +9,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use acceso::access::{decide_card, Decision, UserIndex};
+use acceso::config::DoorMode;
 use acceso_protocol::{CardUid, Reason, User};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, SamplingMode};
 use jiff::{SignedDuration, Timestamp};
@@ -157,13 +158,13 @@ fn fixture() -> Fixture {
         .cards[0]
         .clone();
     assert_eq!(
-        decide_card(&index, &granted, DOOR, now()).reason,
+        decide_card(&index, &granted, DOOR, DoorMode::Card, now()).reason,
         Reason::Granted
     );
 
     let unknown = fresh_card(&mut rng, &mut taken, 7);
     assert_eq!(
-        decide_card(&index, &unknown, DOOR, now()).reason,
+        decide_card(&index, &unknown, DOOR, DoorMode::Card, now()).reason,
         Reason::UnknownCard
     );
 
@@ -184,7 +185,7 @@ fn fixture() -> Fixture {
     }
     let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
     for uid in &mixed {
-        let reason = decide_card(&index, uid, DOOR, now()).reason;
+        let reason = decide_card(&index, uid, DOOR, DoorMode::Card, now()).reason;
         *reasons.entry(format!("{reason:?}")).or_default() += 1;
     }
     assert_eq!(reasons.get("UnknownCard"), Some(&102));
@@ -209,6 +210,7 @@ fn decide(index: &UserIndex, uid: &CardUid, now: Timestamp) -> Decision {
         black_box(index),
         black_box(uid),
         black_box(DOOR),
+        DoorMode::Card,
         black_box(now),
     )
 }
@@ -235,7 +237,13 @@ fn benches(c: &mut Criterion) {
         b.iter(|| {
             let uid =
                 CardUid::from_bytes(black_box(&raw)).expect("a known card's bytes are a valid UID");
-            decide_card(black_box(&f.index), &uid, black_box(DOOR), black_box(now))
+            decide_card(
+                black_box(&f.index),
+                &uid,
+                black_box(DOOR),
+                DoorMode::Card,
+                black_box(now),
+            )
         })
     });
 

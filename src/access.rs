@@ -10,29 +10,37 @@ use std::sync::Arc;
 use acceso_protocol::{CardUid, Outcome, Reason, User};
 use jiff::Timestamp;
 
+use crate::config::DoorMode;
+use crate::face::index::FaceIndex;
+
 /// The users, indexed for lookups by credential. Rebuilt (not patched) after every applied
 /// change, then swapped in whole, so a decision never sees a half-applied update.
 #[derive(Debug, Default)]
 pub struct UserIndex {
     by_card: HashMap<CardUid, Arc<User>>,
+    faces: FaceIndex,
     users: usize,
 }
 
 impl UserIndex {
     pub fn build<U: Into<Arc<User>>>(users: impl IntoIterator<Item = U>) -> UserIndex {
+        let users: Vec<Arc<User>> = users.into_iter().map(Into::into).collect();
         let mut by_card = HashMap::new();
-        let mut count = 0;
-        for user in users {
-            count += 1;
-            let user: Arc<User> = user.into();
+        for user in &users {
             for card in &user.cards {
-                by_card.insert(card.clone(), Arc::clone(&user));
+                by_card.insert(card.clone(), Arc::clone(user));
             }
         }
         UserIndex {
             by_card,
-            users: count,
+            faces: FaceIndex::build(&users),
+            users: users.len(),
         }
+    }
+
+    /// The users' face embeddings of this build's model.
+    pub fn faces(&self) -> &FaceIndex {
+        &self.faces
     }
 
     pub fn user_by_card(&self, uid: &CardUid) -> Option<&User> {
@@ -56,9 +64,24 @@ pub struct Decision {
     pub user_id: Option<String>,
 }
 
-/// Decides a card presented at `door` at wall-clock time `now`.
-pub fn decide_card(index: &UserIndex, uid: &CardUid, door: &str, now: Timestamp) -> Decision {
-    let Some(user) = index.user_by_card(uid) else {
+/// Decides a card presented at `door` (which takes `mode`) at wall-clock time `now`.
+pub fn decide_card(
+    index: &UserIndex,
+    uid: &CardUid,
+    door: &str,
+    mode: DoorMode,
+    now: Timestamp,
+) -> Decision {
+    let user = index.user_by_card(uid);
+    if mode == DoorMode::Face {
+        // Still name the card's holder: the operator sees who tried the wrong credential.
+        return Decision {
+            outcome: Outcome::Denied,
+            reason: Reason::MethodNotAllowed,
+            user_id: user.map(|u| u.id.clone()),
+        };
+    }
+    let Some(user) = user else {
         return Decision {
             outcome: Outcome::Denied,
             reason: Reason::UnknownCard,
@@ -70,6 +93,21 @@ pub fn decide_card(index: &UserIndex, uid: &CardUid, door: &str, now: Timestamp)
         outcome: reason.outcome(),
         reason,
         user_id: Some(user.id.clone()),
+    }
+}
+
+/// Decides a face accepted as `user` (by the matcher; `None`: a face accepted as nobody's) at
+/// `door` (which takes `mode`) at wall-clock time `now`.
+pub fn decide_face(user: Option<&User>, door: &str, mode: DoorMode, now: Timestamp) -> Decision {
+    let reason = match user {
+        _ if !matches!(mode, DoorMode::Face | DoorMode::CardOrFace) => Reason::MethodNotAllowed,
+        None => Reason::UnknownFace,
+        Some(user) => user_reason(user, door, now),
+    };
+    Decision {
+        outcome: reason.outcome(),
+        reason,
+        user_id: user.map(|u| u.id.clone()),
     }
 }
 
@@ -112,7 +150,7 @@ mod tests {
     }
 
     fn decide(index: &UserIndex, card: &str, door: &str, now: &str) -> (Outcome, Reason) {
-        let d = decide_card(index, &card.parse().unwrap(), door, at(now));
+        let d = decide_card(index, &card.parse().unwrap(), door, DoorMode::Card, at(now));
         (d.outcome, d.reason)
     }
 
@@ -121,7 +159,13 @@ mod tests {
     #[test]
     fn known_enabled_user_is_granted_and_named() {
         let index = UserIndex::build([user("ana", "DEADBEEF")]);
-        let d = decide_card(&index, &"de:ad:be:ef".parse().unwrap(), "front", at(NOW));
+        let d = decide_card(
+            &index,
+            &"de:ad:be:ef".parse().unwrap(),
+            "front",
+            DoorMode::Card,
+            at(NOW),
+        );
         assert_eq!(d.outcome, Outcome::Granted);
         assert_eq!(d.reason, Reason::Granted);
         assert_eq!(d.user_id.as_deref(), Some("ana"));
@@ -130,7 +174,13 @@ mod tests {
     #[test]
     fn unknown_card_is_denied_without_a_user() {
         let index = UserIndex::build([user("ana", "DEADBEEF")]);
-        let d = decide_card(&index, &"01020304".parse().unwrap(), "front", at(NOW));
+        let d = decide_card(
+            &index,
+            &"01020304".parse().unwrap(),
+            "front",
+            DoorMode::Card,
+            at(NOW),
+        );
         assert_eq!(
             (d.outcome, d.reason),
             (Outcome::Denied, Reason::UnknownCard)
@@ -201,5 +251,46 @@ mod tests {
         let index = UserIndex::build([user("ana", "DEADBEEF"), two]);
         assert_eq!(index.user_count(), 2);
         assert_eq!(index.card_count(), 3);
+    }
+
+    #[test]
+    fn the_door_mode_decides_which_credentials_count() {
+        let index = UserIndex::build([user("ana", "DEADBEEF")]);
+        let uid = "DEADBEEF".parse().unwrap();
+        let ana = index.user_by_card(&uid).unwrap();
+        let card = |mode| {
+            let d = decide_card(&index, &uid, "front", mode, at(NOW));
+            (d.reason, d.user_id)
+        };
+        let face = |user, mode| decide_face(user, "front", mode, at(NOW)).reason;
+        let named = Some("ana".to_string());
+        assert_eq!(card(DoorMode::Card), (Reason::Granted, named.clone()));
+        assert_eq!(card(DoorMode::CardOrFace), (Reason::Granted, named.clone()));
+        assert_eq!(card(DoorMode::Face), (Reason::MethodNotAllowed, named));
+        assert_eq!(face(Some(ana), DoorMode::Face), Reason::Granted);
+        assert_eq!(face(Some(ana), DoorMode::CardOrFace), Reason::Granted);
+        assert_eq!(face(Some(ana), DoorMode::Card), Reason::MethodNotAllowed);
+        assert_eq!(face(None, DoorMode::Face), Reason::UnknownFace);
+    }
+
+    #[test]
+    fn a_recognised_face_passes_the_same_rules_as_a_card() {
+        let mut u = user("ana", "DEADBEEF");
+        u.doors = Some(vec!["lab".into()]);
+        u.valid_until = Some(at("2026-07-01T00:00:00Z"));
+        let d = decide_face(Some(&u), "lab", DoorMode::Face, at(NOW));
+        assert_eq!(
+            (d.reason, d.user_id.as_deref()),
+            (Reason::Granted, Some("ana"))
+        );
+        let later = at("2026-07-01T00:00:00Z");
+        assert_eq!(
+            decide_face(Some(&u), "lab", DoorMode::Face, later).reason,
+            Reason::Expired
+        );
+        assert_eq!(
+            decide_face(Some(&u), "front", DoorMode::Face, at(NOW)).reason,
+            Reason::DoorNotAllowed
+        );
     }
 }

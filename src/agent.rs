@@ -16,9 +16,11 @@ use crate::access::UserIndex;
 use crate::clock::Clock;
 use crate::cloud::{run_link, run_updates, LinkSettings};
 use crate::config::Config;
+use crate::config::DoorMode;
 use crate::control::{Control, Decider, Lock};
 use crate::door::{DoorTiming, LockState, Wiring};
-use crate::hw::{CardReader, DoorInputs, Relay};
+use crate::face::pipeline::FaceLoop;
+use crate::hw::{CardReader, DoorInputs, FrameSource, Relay};
 use crate::inputs::{spawn_inputs, InputMeaning};
 use crate::observe::{Component, HealthState, Observation, Reporter};
 use crate::reader::ReaderLoop;
@@ -31,6 +33,8 @@ pub struct Backends {
     pub relay: Box<dyn Relay>,
     /// `None`: neither a door contact nor an exit button is wired.
     pub inputs: Option<Box<dyn DoorInputs>>,
+    /// `None`: no camera (a card-only door, or the camera could not be opened).
+    pub camera: Option<Box<dyn FrameSource>>,
     pub clock: Arc<dyn Clock>,
 }
 
@@ -66,6 +70,7 @@ impl Agent {
             reader,
             relay,
             inputs,
+            camera,
             clock,
         } = backends;
         // The lock first: whatever state the line was left in, it is locked before anything else.
@@ -159,6 +164,43 @@ impl Agent {
             );
         }
 
+        let (face_tx, face_rx) = mpsc::channel(4);
+        let faces_wanted = matches!(config.door.mode, DoorMode::Face | DoorMode::CardOrFace);
+        match (faces_wanted, camera) {
+            (false, _) => {}
+            (true, None) => reporter.health(
+                Component::Camera,
+                HealthState::Failed,
+                "no camera: the door works on cards only",
+            ),
+            (true, Some(camera)) => {
+                let face = config.face.clone();
+                let loaded = tokio::task::spawn_blocking(move || crate::face::recognizer(&face))
+                    .await
+                    .map_err(|e| crate::face::FaceError::Pipeline(format!("loading failed: {e}")))
+                    .and_then(|r| r);
+                match loaded {
+                    Ok(recognizer) => threads.push(
+                        FaceLoop::new(&config.face, config.camera.max_fps)
+                            .spawn(
+                                camera,
+                                recognizer,
+                                index_rx.clone(),
+                                face_tx,
+                                reporter.clone(),
+                                cancel.clone(),
+                            )
+                            .map_err(AgentError::Thread)?,
+                    ),
+                    Err(e) => reporter.health(
+                        Component::Face,
+                        HealthState::Failed,
+                        format!("{e}; the door works on cards only"),
+                    ),
+                }
+            }
+        }
+
         let b = &config.broker;
         let tls = match (b.tls, &b.ca_file, &b.cert_file, &b.key_file) {
             (true, Some(ca), Some(cert), Some(key)) => {
@@ -182,6 +224,7 @@ impl Agent {
         let decider = Decider {
             device: config.device_id.clone(),
             door: config.door.name.clone(),
+            mode: config.door.mode,
             boot_id: boot_id(),
             clock,
             index: index_rx,
@@ -198,6 +241,7 @@ impl Agent {
                             .then(|| Duration::from_millis(config.door.held_open_ms)),
                     },
                     presentations: present_rx,
+                    faces: face_rx,
                     inputs: input_rx,
                     events: event_tx,
                     reporter: reporter.clone(),

@@ -7,6 +7,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+mod face;
+pub use face::{CameraBackend, CameraConfig, FaceConfig};
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
@@ -53,6 +56,8 @@ pub struct Config {
     #[serde(default)]
     pub camera: CameraConfig,
     #[serde(default)]
+    pub face: FaceConfig,
+    #[serde(default)]
     pub outbox: OutboxConfig,
 }
 
@@ -95,8 +100,8 @@ pub struct DoorConfig {
     /// How long the lock stays open after a grant, in milliseconds, 200 to 60000. Default 3000.
     #[serde(default = "default_unlock_ms")]
     pub unlock_ms: u64,
-    /// Which credentials open the door: `card` (the only mode this build supports; `face`,
-    /// `card_or_face` and `card_and_face` need face recognition). Default `card`.
+    /// Which credentials open the door: `card`, `face` (needs a camera) or `card_or_face`
+    /// (either one). `card_and_face` (both) is not supported yet. Default `card`.
     #[serde(default)]
     pub mode: DoorMode,
     /// `false` (fail-secure, the default): power off = locked, the relay is energised to unlock.
@@ -400,23 +405,6 @@ impl Level {
     }
 }
 
-/// `[camera]`: the camera for face recognition.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CameraConfig {
-    /// `none` (card only) or `sim` (frames from image files). Default `none`.
-    #[serde(default)]
-    pub backend: CameraBackend,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CameraBackend {
-    #[default]
-    None,
-    Sim,
-}
-
 impl Config {
     /// Reads, parses and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -472,7 +460,14 @@ impl Config {
                 exit_button_pin: Some(22),
                 ..InputsConfig::default()
             },
-            camera: CameraConfig::default(),
+            camera: CameraConfig {
+                backend: CameraBackend::Sim,
+                ..CameraConfig::default()
+            },
+            face: FaceConfig {
+                models_dir: crate::face::bundled_models_dir(),
+                ..FaceConfig::default()
+            },
             outbox: OutboxConfig::default(),
         }
     }
@@ -509,14 +504,29 @@ impl Config {
                 format!("{} is outside 200..=60000", self.door.unlock_ms),
             ));
         }
-        if self.door.mode != DoorMode::Card {
-            return Err(invalid(
-                "door.mode",
-                format!(
-                    "{} needs face recognition, which this build does not support yet; use \"card\"",
-                    serde_json::to_string(&self.door.mode).unwrap_or_default()
-                ),
-            ));
+        self.camera.validate()?;
+        self.face.validate()?;
+        match self.door.mode {
+            DoorMode::Card => {}
+            DoorMode::CardAndFace => {
+                return Err(invalid(
+                    "door.mode",
+                    "\"card_and_face\" (two factors) is not supported yet; use \"card\", \"face\" or \"card_or_face\"",
+                ))
+            }
+            DoorMode::Face | DoorMode::CardOrFace if !cfg!(feature = "face") => {
+                return Err(invalid(
+                    "door.mode",
+                    "needs face recognition, which this build leaves out (built without the `face` feature); use \"card\"",
+                ))
+            }
+            DoorMode::Face | DoorMode::CardOrFace if self.camera.backend == CameraBackend::None => {
+                return Err(invalid(
+                    "door.mode",
+                    "needs a camera: set camera.backend (\"v4l2\", \"gstreamer\" or \"sim\")",
+                ))
+            }
+            DoorMode::Face | DoorMode::CardOrFace => {}
         }
         if self.broker.host.trim().is_empty() {
             return Err(invalid("broker.host", "is empty"));
@@ -716,6 +726,23 @@ mod tests {
         let cases = [
             ("[door]\nname = \"f\"\nunlock_ms = 50\n", "door.unlock_ms"),
             ("[door]\nname = \"f\"\nmode = \"face\"\n", "door.mode"),
+            (
+                "[door]\nname = \"f\"\nmode = \"card_and_face\"\n[camera]\nbackend = \"sim\"\n",
+                "door.mode",
+            ),
+            (
+                "[door]\nname = \"f\"\n[face]\nthreshold = 0.1\n",
+                "face.threshold",
+            ),
+            (
+                "[door]\nname = \"f\"\n[face]\nworking_size = 650\n",
+                "face.working_size",
+            ),
+            ("[door]\nname = \"f\"\n[face]\nframes = 0\n", "face.frames"),
+            (
+                "[door]\nname = \"f\"\n[camera]\nbackend = \"gstreamer\"\n",
+                "camera.pipeline",
+            ),
             ("[door]\nname = \"\"\n", "door.name"),
             (
                 "[door]\nname = \"f\"\n[broker]\nkeepalive_s = 5\n",

@@ -9,9 +9,11 @@ use acceso_protocol::{AccessEvent, CardUid, Method, Outcome, Reason};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::access::{decide_card, UserIndex};
+use crate::access::{decide_card, decide_face, UserIndex};
 use crate::clock::Clock;
+use crate::config::DoorMode;
 use crate::door::{DoorAction, DoorMachine, DoorTiming, LockState, Wiring};
+use crate::face::pipeline::FaceSeen;
 use crate::hw::{HwError, Relay};
 use crate::inputs::InputEvent;
 use crate::observe::{Component, HealthState, Observation, Reporter};
@@ -54,6 +56,7 @@ impl Lock {
 pub struct Decider {
     pub device: String,
     pub door: String,
+    pub mode: DoorMode,
     pub boot_id: String,
     pub clock: Arc<dyn Clock>,
     pub index: watch::Receiver<Arc<UserIndex>>,
@@ -66,6 +69,7 @@ impl Decider {
         card_uid: Option<CardUid>,
         user_id: Option<String>,
         reason: Reason,
+        face_score: Option<f32>,
         since: Instant,
     ) -> (AccessEvent, Observation) {
         let now = self.clock.now();
@@ -81,7 +85,7 @@ impl Decider {
             method,
             card_uid: card_uid.clone(),
             user_id: user_id.clone(),
-            face_score: None,
+            face_score,
             decision: reason.outcome(),
             reason,
             latency_us,
@@ -93,6 +97,7 @@ impl Decider {
             user_id,
             decision: reason.outcome(),
             reason,
+            face_score,
             latency_us,
         };
         (event, obs)
@@ -100,8 +105,25 @@ impl Decider {
 
     fn card(&self, p: &Presentation) -> (AccessEvent, Observation) {
         let index = self.index.borrow().clone();
-        let d = decide_card(&index, &p.uid, &self.door, self.clock.now().time);
-        self.event(Method::Card, Some(p.uid.clone()), d.user_id, d.reason, p.at)
+        let d = decide_card(&index, &p.uid, &self.door, self.mode, self.clock.now().time);
+        self.event(
+            Method::Card,
+            Some(p.uid.clone()),
+            d.user_id,
+            d.reason,
+            None,
+            p.at,
+        )
+    }
+
+    fn face(&self, f: &FaceSeen) -> (AccessEvent, Observation) {
+        let d = decide_face(
+            f.user.as_deref(),
+            &self.door,
+            self.mode,
+            self.clock.now().time,
+        );
+        self.event(Method::Face, None, d.user_id, d.reason, f.score, f.at)
     }
 }
 
@@ -110,6 +132,8 @@ pub struct Control {
     pub lock: Lock,
     pub timing: DoorTiming,
     pub presentations: mpsc::Receiver<Presentation>,
+    /// Closed when the door has no camera.
+    pub faces: mpsc::Receiver<FaceSeen>,
     pub inputs: mpsc::Receiver<InputEvent>,
     pub events: mpsc::Sender<AccessEvent>,
     pub reporter: Reporter,
@@ -128,13 +152,21 @@ impl Control {
                     self.act(actions, now).await;
                 }
                 p = self.presentations.recv() => {
-                    let Some(p) = p else { break };
+                    // Closed: no reader (a face-only door), or it stopped with the agent.
+                    let Some(p) = p else {
+                        self.presentations = mpsc::channel(1).1;
+                        continue;
+                    };
                     let (event, obs) = self.decider.card(&p);
-                    if event.decision == Outcome::Granted {
-                        let actions = door.grant(Instant::now());
-                        self.act(actions, p.at).await;
-                    }
-                    self.report(event, obs).await;
+                    self.decided(&mut door, event, obs, p.at).await;
+                }
+                f = self.faces.recv() => {
+                    let Some(f) = f else {
+                        self.faces = mpsc::channel(1).1;
+                        continue;
+                    };
+                    let (event, obs) = self.decider.face(&f);
+                    self.decided(&mut door, event, obs, f.at).await;
                 }
                 input = self.inputs.recv() => {
                     // A closed channel means no inputs are wired: keep going without them.
@@ -148,7 +180,7 @@ impl Control {
                             let actions = door.exit_request(now);
                             self.act(actions, now).await;
                             let (event, obs) =
-                                self.decider.event(Method::ExitButton, None, None, Reason::ExitRequest, now);
+                                self.decider.event(Method::ExitButton, None, None, Reason::ExitRequest, None, now);
                             self.report(event, obs).await;
                         }
                         InputEvent::Door { open } => {
@@ -172,6 +204,21 @@ impl Control {
         }
     }
 
+    /// A credential was decided: unlock if granted (before anything else), then report.
+    async fn decided(
+        &mut self,
+        door: &mut DoorMachine,
+        event: AccessEvent,
+        obs: Observation,
+        since: Instant,
+    ) {
+        if event.decision == Outcome::Granted {
+            let actions = door.grant(Instant::now());
+            self.act(actions, since).await;
+        }
+        self.report(event, obs).await;
+    }
+
     async fn act(&mut self, actions: Vec<DoorAction>, since: Instant) {
         for action in actions {
             match action {
@@ -185,7 +232,7 @@ impl Control {
                 DoorAction::Report(reason) => {
                     let (event, obs) =
                         self.decider
-                            .event(Method::DoorContact, None, None, reason, since);
+                            .event(Method::DoorContact, None, None, reason, None, since);
                     self.report(event, obs).await;
                 }
             }

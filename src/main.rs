@@ -5,15 +5,15 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use acceso::clock::SystemClock;
-use acceso::config::{Config, InputsBackend, ReaderBackend, RelayBackend};
+use acceso::config::{CameraBackend, Config, InputsBackend, ReaderBackend, RelayBackend};
 use acceso::door::{LockState, Wiring};
 use acceso::hw::gpio::{GpioInputs, GpioRelay};
 use acceso::hw::mfrc522::Mfrc522Reader;
 use acceso::hw::spidev::SpidevMfrc522;
 use acceso::hw::CardReader;
-use acceso::hw::{DoorInputs, Relay};
+use acceso::hw::{DoorInputs, FrameSource, Relay};
 use acceso::observe::Reporter;
-use acceso::sim::hw::{RelayRecorder, SimInputs};
+use acceso::sim::hw::{FileCamera, RelayRecorder, SimInputs};
 use acceso::sim::mfrc522::SimChip;
 use acceso::sim::{run_scenario, Scenario, SimError, DEMO_SCENARIO};
 use acceso::{Agent, Backends};
@@ -171,10 +171,22 @@ async fn run(path: PathBuf) -> anyhow::Result<()> {
         }
         InputsBackend::None => None,
     };
+    let camera = match config.camera.backend {
+        CameraBackend::None => None,
+        CameraBackend::Sim => {
+            tracing::warn!("camera.backend = \"sim\": no frames unless a simulation queues them");
+            Some(Box::new(FileCamera::default()) as Box<dyn FrameSource>)
+        }
+        CameraBackend::V4l2 | CameraBackend::Gstreamer => {
+            // A camera that is missing now is retried by its backend; the door runs on cards.
+            Some(acceso::face::open_camera(&config.camera))
+        }
+    };
     let backends = Backends {
         reader,
         relay,
         inputs,
+        camera,
         clock: Arc::new(SystemClock),
     };
     let agent = Agent::start(&config, backends, Reporter::log_only()).await?;

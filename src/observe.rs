@@ -23,6 +23,9 @@ pub enum Observation {
         user_id: Option<String>,
         decision: Outcome,
         reason: Reason,
+        /// For a face: the cosine similarity to the matched (or closest) user.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        face_score: Option<f32>,
         latency_us: u64,
     },
     Applied {
@@ -58,6 +61,8 @@ pub enum Component {
     Relay,
     Inputs,
     Camera,
+    /// The face models and pipeline (the camera itself is `Camera`).
+    Face,
     Broker,
     Store,
     Clock,

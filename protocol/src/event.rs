@@ -76,6 +76,11 @@ pub enum Reason {
     Expired,
     /// The user is not allowed at this door.
     DoorNotAllowed,
+    /// A face was seen, but it is not accepted as any user's (too far from every enrolled
+    /// face, or too close to two users to tell).
+    UnknownFace,
+    /// This door does not take this kind of credential (a card at a face-only door).
+    MethodNotAllowed,
     /// The exit button was pressed: the door unlocks.
     ExitRequest,
     /// The door opened while locked, without a grant or an exit request.
@@ -103,7 +108,9 @@ impl Reason {
             | Reason::UserDisabled
             | Reason::NotYetValid
             | Reason::Expired
-            | Reason::DoorNotAllowed => Outcome::Denied,
+            | Reason::DoorNotAllowed
+            | Reason::UnknownFace
+            | Reason::MethodNotAllowed => Outcome::Denied,
         }
     }
 }

@@ -82,8 +82,13 @@ pub async fn apply_message(
             }
         }
         Ok((ApplyOutcome::Applied, update)) => {
+            let mut note = None;
             match update.op {
                 UpdateOp::UpsertUser(user) => {
+                    note = foreign_faces(&user);
+                    if let Some(note) = &note {
+                        tracing::warn!("update version {version}: {note}");
+                    }
                     users.insert(user.id.clone(), Arc::new(user));
                 }
                 UpdateOp::DeleteUser { user_id } => {
@@ -91,7 +96,7 @@ pub async fn apply_message(
                 }
             }
             index.send_replace(Arc::new(UserIndex::build(users.values().cloned())));
-            (ApplyResult::Applied, None)
+            (ApplyResult::Applied, note)
         }
         Ok((ApplyOutcome::Stale { applied }, _)) => (
             ApplyResult::Ignored,
@@ -122,4 +127,24 @@ fn version_hint(payload: &[u8]) -> Option<u64> {
         .ok()?
         .get("version")?
         .as_u64()
+}
+
+/// Embeddings this build cannot compare (another model's, or the wrong length) are kept but
+/// never matched; the user's other credentials still work. Says so, for the operator.
+fn foreign_faces(user: &acceso_protocol::User) -> Option<String> {
+    use crate::face::{EMBEDDING_LEN, MODEL_ID};
+    let foreign: Vec<&str> = user
+        .faces
+        .iter()
+        .filter(|f| f.model != MODEL_ID || f.vector.len() != EMBEDDING_LEN)
+        .map(|f| f.model.as_str())
+        .collect();
+    (!foreign.is_empty()).then(|| {
+        format!(
+            "user {}: {} face embedding(s) of model {:?} ignored for matching (this build matches {MODEL_ID}, {EMBEDDING_LEN} values); the user's cards still work",
+            user.id,
+            foreign.len(),
+            foreign
+        )
+    })
 }

@@ -10,9 +10,11 @@
 //! A build without the `face` feature has no OpenCV; its doors are card-only.
 
 pub mod agree;
+pub mod camera;
 #[cfg(feature = "face")]
 pub mod engine;
 pub mod index;
+pub mod pipeline;
 
 /// The embedding model this build computes, as `FaceEmbedding::model` names it. Embeddings
 /// tagged with any other model id are never compared with ours.
@@ -60,4 +62,65 @@ pub enum FaceError {
 pub fn normalised(v: &[f32]) -> Option<Vec<f32>> {
     let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
     (norm.is_finite() && norm > 0.0).then(|| v.iter().map(|x| x / norm).collect())
+}
+
+/// The recogniser the agent runs, from its config: the OpenCV engine with the models of
+/// `face.models_dir`, checked against their hashes.
+#[cfg(feature = "face")]
+pub fn recognizer(
+    face: &crate::config::FaceConfig,
+) -> Result<Box<dyn pipeline::Recognizer>, FaceError> {
+    engine::recognizer(face)
+}
+
+/// This build has no OpenCV: every face door is card-only, and says why.
+#[cfg(not(feature = "face"))]
+pub fn recognizer(
+    _: &crate::config::FaceConfig,
+) -> Result<Box<dyn pipeline::Recognizer>, FaceError> {
+    Err(FaceError::Pipeline(
+        "this build has no face recognition (built without the `face` feature)".into(),
+    ))
+}
+
+/// The configured V4L2 or GStreamer camera, opened on first use and retried while missing.
+#[cfg(feature = "face")]
+pub fn open_camera(config: &crate::config::CameraConfig) -> Box<dyn crate::hw::FrameSource> {
+    engine::open_camera(config)
+}
+
+/// This build has no OpenCV, so no camera: every frame says why.
+#[cfg(not(feature = "face"))]
+pub fn open_camera(_: &crate::config::CameraConfig) -> Box<dyn crate::hw::FrameSource> {
+    Box::new(camera::Reopening::new(
+        Box::new(|| {
+            Err(crate::hw::HwError::Camera(
+                "this build has no camera support (built without the `face` feature)".into(),
+            ))
+        }),
+        std::time::Duration::from_secs(3600),
+    ))
+}
+
+/// The model directory a build from source uses when none is configured: the source tree's
+/// `models/` if it is still there, else where the package installs them.
+pub fn bundled_models_dir() -> std::path::PathBuf {
+    let source = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/models"));
+    if source.is_dir() {
+        source.to_path_buf()
+    } else {
+        crate::config::FaceConfig::default().models_dir
+    }
+}
+
+/// Enrolment: one embedding of this build's model per photo. Each photo must show exactly one
+/// face (an enrolment photo with two people would let the wrong one in).
+#[cfg(not(feature = "face"))]
+pub fn enroll_photos(
+    _: &crate::config::FaceConfig,
+    _: &[std::path::PathBuf],
+) -> Result<Vec<acceso_protocol::FaceEmbedding>, FaceError> {
+    Err(FaceError::Pipeline(
+        "enrolling faces needs face recognition (built without the `face` feature)".into(),
+    ))
 }

@@ -97,23 +97,61 @@ impl DoorInputs for SimInputs {
     }
 }
 
-/// A camera that shows queued image files, one frame each.
+/// A camera that shows queued image files, one frame each, and an empty scene in between
+/// when asked (the person walked away). With nothing queued it has no new frame.
 #[derive(Clone, Default)]
-pub struct FileCamera(Arc<Mutex<VecDeque<PathBuf>>>);
+pub struct FileCamera(Arc<Mutex<CameraQueue>>);
+
+#[derive(Default)]
+struct CameraQueue {
+    /// `None`: an empty scene.
+    shots: VecDeque<Option<PathBuf>>,
+    /// Times the camera was asked for a frame and had none: once this grows after the queue
+    /// emptied, the consumer has finished with the last frame.
+    idle_polls: u64,
+}
 
 impl FileCamera {
-    pub fn show(&self, path: PathBuf, frames: usize) {
+    /// Queues `frames` frames of the photo at `path`; returns the idle count at that moment
+    /// (see `progress`).
+    pub fn show(&self, path: PathBuf, frames: usize) -> u64 {
         let mut q = lock(&self.0);
         for _ in 0..frames {
-            q.push_back(path.clone());
+            q.shots.push_back(Some(path.clone()));
         }
+        q.idle_polls
+    }
+
+    /// One frame of an empty scene: nobody in front of the camera.
+    pub fn show_nobody(&self) {
+        lock(&self.0).shots.push_back(None);
+    }
+
+    /// Frames still queued, and how often the camera has been found idle so far.
+    pub fn progress(&self) -> (usize, u64) {
+        let q = lock(&self.0);
+        (q.shots.len(), q.idle_polls)
     }
 }
 
 impl FrameSource for FileCamera {
     fn next_frame(&mut self) -> Result<Option<crate::hw::Frame>, HwError> {
-        let Some(path) = lock(&self.0).pop_front() else {
-            return Ok(None);
+        let shot = {
+            let mut q = lock(&self.0);
+            match q.shots.pop_front() {
+                Some(shot) => shot,
+                None => {
+                    q.idle_polls += 1;
+                    return Ok(None);
+                }
+            }
+        };
+        let Some(path) = shot else {
+            return Ok(Some(crate::hw::Frame::Bgr {
+                width: 320,
+                height: 240,
+                data: vec![96; 320 * 240 * 3],
+            }));
         };
         let bytes = std::fs::read(&path)
             .map_err(|e| HwError::Camera(format!("cannot read frame {}: {e}", path.display())))?;
@@ -161,6 +199,13 @@ mod tests {
         assert!(cam.next_frame().unwrap().is_some());
         let err = cam.next_frame().unwrap_err().to_string();
         assert!(err.contains("missing.jpg"), "{err}");
+        assert_eq!(cam.progress(), (0, 0));
         assert_eq!(cam.next_frame().unwrap(), None);
+        assert_eq!(cam.progress(), (0, 1), "an idle poll is counted");
+        cam.show_nobody();
+        assert!(matches!(
+            cam.next_frame().unwrap(),
+            Some(crate::hw::Frame::Bgr { width: 320, .. })
+        ));
     }
 }

@@ -13,12 +13,13 @@ use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 
 use super::broker::{start_embedded_broker, CutProxy};
-use super::hw::{RelayRecorder, SimInputs};
+use super::hw::{FileCamera, RelayRecorder, SimInputs};
 use super::mfrc522::{FrameFault, SimChip, VirtualCard};
 use super::scenario::CardFault;
 use super::scenario::{Scenario, Step};
 use super::SimError;
 use crate::clock::SimClock;
+use crate::config::DoorMode;
 use crate::door::{LockState, Wiring};
 use crate::hw::mfrc522::Mfrc522Reader;
 use crate::observe::{ApplyResult, Component, HealthState, Observation, Reporter};
@@ -200,6 +201,7 @@ struct Door {
     chip: SimChip,
     inputs: SimInputs,
     relay: RelayRecorder,
+    camera: FileCamera,
     clock: Arc<SimClock>,
     reporter: Reporter,
 }
@@ -213,6 +215,7 @@ impl Door {
             ))),
             relay: Box::new(self.relay.relay()),
             inputs: Some(Box::new(self.inputs.clone())),
+            camera: Some(Box::new(self.camera.clone())),
             clock: self.clock.clone(),
         };
         Ok(Agent::start(&self.config, backends, self.reporter.clone()).await?)
@@ -228,6 +231,8 @@ pub async fn run_scenario(
     let state = tempfile::tempdir()
         .map_err(|e| SimError::Scenario(format!("cannot create a state directory: {e}")))?;
     let mut config = sim_config(scenario, state.path())?;
+    // Everything about the photos is checked, and enrolled faces computed, before anything runs.
+    let steps = prepare_steps(scenario, &config)?;
     let external = scenario
         .config
         .get("broker")
@@ -265,6 +270,7 @@ pub async fn run_scenario(
         chip: SimChip::new(),
         inputs: idle_inputs,
         relay: RelayRecorder::default(),
+        camera: FileCamera::default(),
         clock: Arc::new(SimClock::default()),
         reporter,
     };
@@ -280,7 +286,7 @@ pub async fn run_scenario(
         .await?;
     let link_up = |proxy: &Option<CutProxy>| proxy.as_ref().is_none_or(CutProxy::is_up);
 
-    for step in &scenario.steps {
+    for step in &steps {
         match step {
             Step::Update {
                 update,
@@ -359,6 +365,21 @@ pub async fn run_scenario(
                 door.inputs.set_exit_button(!pressed_high);
                 world
                     .pass(Duration::from_millis(door.config.inputs.debounce_ms + 20))
+                    .await?;
+                if link_up(&proxy) {
+                    world
+                        .until(STEP_BOUND, |t| t.published.len() >= t.decisions())
+                        .await?;
+                }
+            }
+            Step::Face { photo, frames } => {
+                let frames = frames.unwrap_or(door.config.face.frames) as usize;
+                let idle = door.camera.show(photo.clone(), frames);
+                door.camera.show_nobody();
+                // Done when every frame was looked at: the camera thread came back for more.
+                let camera = door.camera.clone();
+                world
+                    .until(STEP_BOUND, move |_| camera.progress() > (0, idle))
                     .await?;
                 if link_up(&proxy) {
                     world
@@ -496,6 +517,80 @@ fn sim_config(scenario: &Scenario, state: &std::path::Path) -> Result<Config, Si
         .validate()
         .map_err(|e| SimError::Scenario(e.to_string()))?;
     Ok(config)
+}
+
+/// The steps as they will run: photo paths made relative to the scenario file and checked,
+/// and every update's `face_photos` turned into `faces` computed with the agent's own model.
+fn prepare_steps(scenario: &Scenario, config: &Config) -> Result<Vec<Step>, SimError> {
+    let faces_door = matches!(config.door.mode, DoorMode::Face | DoorMode::CardOrFace);
+    let photo = |i: usize, p: &std::path::Path| {
+        let path = scenario.base.join(p);
+        if path.is_file() {
+            Ok(path)
+        } else {
+            Err(SimError::Scenario(format!(
+                "step {}: photo {} not found",
+                i + 1,
+                path.display()
+            )))
+        }
+    };
+    let mut steps = Vec::with_capacity(scenario.steps.len());
+    for (i, step) in scenario.steps.iter().enumerate() {
+        steps.push(match step {
+            Step::Face { photo: p, frames } => {
+                if !faces_door {
+                    return Err(SimError::Scenario(format!(
+                        "step {}: `face` steps need config.door.mode \"face\" or \"card_or_face\"",
+                        i + 1
+                    )));
+                }
+                Step::Face {
+                    photo: photo(i, p)?,
+                    frames: *frames,
+                }
+            }
+            Step::Update {
+                update,
+                lost,
+                retain,
+            } => {
+                let mut update = update.clone();
+                if let Some(user) = update.get_mut("user").and_then(Value::as_object_mut) {
+                    if let Some(photos) = user.remove("face_photos") {
+                        let paths = photos
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .filter_map(Value::as_str)
+                            .map(|p| photo(i, std::path::Path::new(p)))
+                            .collect::<Result<Vec<_>, _>>()?;
+                        let faces = crate::face::enroll_photos(&config.face, &paths)
+                            .map_err(|e| SimError::Scenario(format!("step {}: {e}", i + 1)))?;
+                        let faces = serde_json::to_value(faces)
+                            .map_err(|e| SimError::Scenario(e.to_string()))?;
+                        let listed = user.entry("faces").or_insert(Value::Array(vec![]));
+                        match (listed, faces) {
+                            (Value::Array(have), Value::Array(new)) => have.extend(new),
+                            _ => {
+                                return Err(SimError::Scenario(format!(
+                                    "step {}: `faces` must be a list",
+                                    i + 1
+                                )))
+                            }
+                        }
+                    }
+                }
+                Step::Update {
+                    update,
+                    lost: *lost,
+                    retain: *retain,
+                }
+            }
+            other => other.clone(),
+        });
+    }
+    Ok(steps)
 }
 
 fn merge(base: &mut Value, over: Value) {

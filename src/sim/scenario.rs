@@ -55,6 +55,12 @@ pub enum Step {
     },
     /// The exit button is pressed (and released).
     ExitButton,
+    /// The camera sees this photo for `frames` frames (default: `face.frames`, enough for one
+    /// decision), then an empty scene (the person walks on).
+    Face {
+        photo: PathBuf,
+        frames: Option<u32>,
+    },
 }
 
 /// Reader faults a card step can inject (all through the register-level MFRC522 simulator).
@@ -74,8 +80,12 @@ pub enum CardFault {
     ChipReset,
 }
 
-/// Step kinds this build knows but cannot run yet, and what they need.
-const NOT_YET: &[(&str, &str)] = &[("face", "face recognition")];
+/// Step kinds this build knows but cannot run, and what they need.
+const NOT_YET: &[(&str, &str)] = if cfg!(feature = "face") {
+    &[]
+} else {
+    &[("face", "face recognition: built without the `face` feature")]
+};
 
 const DEFAULT_HOLD_MS: u64 = 300;
 
@@ -162,6 +172,7 @@ fn parse_step(step: &Value) -> Result<Step, String> {
         "update" => &["lost", "retain", "unsigned", "signed_by"],
         "card" => &["hold_ms", "fault", "also"],
         "clock" => &["trusted"],
+        "face" => &["frames"],
         _ => &[],
     };
     if let Some(extra) = map
@@ -187,11 +198,21 @@ fn parse_step(step: &Value) -> Result<Step, String> {
                     ));
                 }
             }
-            if value.pointer("/user/face_photos").is_some() {
-                return Err(
-                    "`face_photos` is not supported yet by this build (it needs face recognition)"
-                        .into(),
-                );
+            if let Some(photos) = value.pointer("/user/face_photos") {
+                if !cfg!(feature = "face") {
+                    return Err(
+                        "`face_photos` needs face recognition: built without the `face` feature"
+                            .into(),
+                    );
+                }
+                let ok = photos
+                    .as_array()
+                    .is_some_and(|a| !a.is_empty() && a.iter().all(Value::is_string));
+                if !ok {
+                    return Err(format!(
+                        "`face_photos` must be a list of photo paths, not {photos}"
+                    ));
+                }
             }
             if !value.is_object() {
                 return Err(format!("`update` must be an update object, not {value}"));
@@ -250,6 +271,24 @@ fn parse_step(step: &Value) -> Result<Step, String> {
                 uid,
                 hold_ms,
                 fault,
+            })
+        }
+        "face" => {
+            let Value::String(photo) = value else {
+                return Err(format!("`face` must be a photo path, not {value}"));
+            };
+            let frames = match map.get("frames") {
+                None => None,
+                Some(v) => Some(
+                    v.as_u64()
+                        .filter(|n| (1..=100).contains(n))
+                        .ok_or_else(|| format!("`frames` must be 1 to 100, not {v}"))?
+                        as u32,
+                ),
+            };
+            Ok(Step::Face {
+                photo: PathBuf::from(photo),
+                frames,
             })
         }
         "broker" => match value.as_str() {
@@ -386,6 +425,15 @@ mod tests {
         );
     }
 
+    /// What a face step's error says: its own problem, or that this build has no faces.
+    fn with_faces(problem: &'static str) -> &'static str {
+        if cfg!(feature = "face") {
+            problem
+        } else {
+            "built without the `face` feature"
+        }
+    }
+
     #[test]
     fn malformed_scenarios_name_the_step_and_the_problem() {
         let cases = [
@@ -402,7 +450,15 @@ mod tests {
                 r#"{"steps":[{"card":"DEADBEEF","wait_ms":1}]}"#,
                 "several kinds",
             ),
-            (r#"{"steps":[{"face":"a.jpg"}]}"#, "not supported yet"),
+            (r#"{"steps":[{"face":7}]}"#, with_faces("photo path")),
+            (
+                r#"{"steps":[{"face":"a.jpg","frames":0}]}"#,
+                with_faces("`frames` must be"),
+            ),
+            (
+                r#"{"steps":[{"update":{"user":{"face_photos":"a.jpg"}}}]}"#,
+                with_faces("list of photo paths"),
+            ),
             (r#"{"steps":[{"door":"ajar"}]}"#, "\"open\" or \"closed\""),
             (r#"{"steps":[{"exit_button":false}]}"#, "must be true"),
             (

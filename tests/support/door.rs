@@ -72,6 +72,7 @@ impl TestDoor {
             ))),
             relay: Box::new(self.relay.relay()),
             inputs: Some(Box::new(self.inputs.clone())),
+            camera: None,
             clock: self.clock.clone(),
         };
         let agent = tokio::time::timeout(
