@@ -13,7 +13,7 @@ use crate::hw::Frame;
 /// Cosine similarity at or above which `compare` calls two faces the same person. Measured
 /// on the test photos (`tests/face_photos.rs`, BENCHMARKS.md "Face accuracy"): every
 /// impostor pair scored below it with margin.
-pub const COMPARE_THRESHOLD: f32 = 0.40;
+pub const COMPARE_THRESHOLD: f32 = 0.45;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {

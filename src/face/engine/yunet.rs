@@ -91,11 +91,19 @@ pub fn decode(
                 landmarks,
                 score,
             };
-            if d.bbox
+            // A real face has a size and its centre on the input: anything else is a broken
+            // output (see MIN_INPUT), not a face.
+            let finite = d
+                .bbox
                 .iter()
                 .chain(d.landmarks.iter().flatten())
-                .all(|v| v.is_finite())
-            {
+                .all(|v| v.is_finite());
+            let sane = finite
+                && w >= 1.0
+                && hh >= 1.0
+                && (0.0..=pad_w as f32).contains(&cx)
+                && (0.0..=pad_h as f32).contains(&cy);
+            if sane {
                 out.push(d);
             }
         }
@@ -159,9 +167,16 @@ pub fn rescale(d: &mut Detection, sx: f32, sy: f32) {
     }
 }
 
-/// `n` rounded up to the next multiple of [`ALIGN`] (at least one).
+/// The smallest input side we give the net. OpenCV 4.6 returns garbage (scores of 1 with
+/// boxes of -1e10, different on every run) for a 640x32 input, measured here with Python cv2
+/// too; every side from 64 up (in steps of 32, both orientations) is stable. A face cannot fit
+/// in the extra padding, so it costs nothing but a few zero pixels.
+pub const MIN_INPUT: usize = 64;
+
+/// The net's input side for a working image side of `n`: rounded up to the next multiple of
+/// [`ALIGN`], at least [`MIN_INPUT`].
 pub fn padded(n: usize) -> usize {
-    n.max(1).div_ceil(ALIGN) * ALIGN
+    n.max(MIN_INPUT).div_ceil(ALIGN) * ALIGN
 }
 
 /// The working size of a `w` x `h` frame: scaled so its longer side is `working_size`
@@ -403,6 +418,21 @@ mod tests {
     }
 
     #[test]
+    fn broken_outputs_are_not_faces() {
+        let mut h = Head::new(8, 32, 32);
+        for k in 0..4 {
+            h.cls[k] = 1.0;
+            h.obj[k] = 1.0;
+        }
+        h.bbox[2] = -100.0; // zero width
+        h.bbox[4] = -1e10; // centre far off the input
+        h.bbox[11] = f32::INFINITY; // infinite height
+        h.kps[30] = f32::NAN; // cell 3: a NaN landmark
+        let dets = decode(&[h.outputs()], 32, 32, 0.9).unwrap();
+        assert!(dets.is_empty(), "{dets:?}");
+    }
+
+    #[test]
     fn wrong_output_sizes_are_an_error_not_a_panic() {
         let h = Head::new(8, 32, 32);
         let mut bad = h.outputs();
@@ -469,8 +499,10 @@ mod tests {
         assert_eq!(working_dims(5000, 1, 640), (640, 1));
         assert_eq!(padded(498), 512);
         assert_eq!(padded(640), 640);
-        assert_eq!(padded(1), 32);
-        assert_eq!(padded(0), 32);
+        assert_eq!(padded(33), 64);
+        assert_eq!(padded(65), 96);
+        assert_eq!(padded(1), 64);
+        assert_eq!(padded(0), 64);
     }
 
     #[test]
