@@ -1,0 +1,222 @@
+//! What the `acceso face ...` and `acceso enroll` commands do, as plain functions returning
+//! JSON values or protocol structs; `main.rs` only parses arguments and prints.
+
+use std::path::{Path, PathBuf};
+
+use acceso_protocol::{CardUid, FaceEmbedding, User};
+use serde_json::{json, Value};
+
+use super::{EngineOptions, FaceEngine, Image};
+use crate::face::{FaceError, FoundFace, MODEL_ID};
+use crate::hw::Frame;
+
+/// Cosine similarity at or above which `compare` calls two faces the same person. Measured
+/// on the test photos (`tests/face_photos.rs`, BENCHMARKS.md "Face accuracy"): every
+/// impostor pair scored below it with margin.
+pub const COMPARE_THRESHOLD: f32 = 0.45;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The input is wrong: an unreadable image, no face where one is needed, a bad card UID.
+    #[error("{what}: {reason}")]
+    BadInput { what: String, reason: String },
+    /// The engine failed (models, OpenCV).
+    #[error(transparent)]
+    Face(FaceError),
+}
+
+impl CliError {
+    /// Bad input exits with 2, anything else with 1 (as the rest of the CLI).
+    pub fn is_bad_input(&self) -> bool {
+        matches!(self, CliError::BadInput { .. })
+    }
+
+    fn bad(what: impl std::fmt::Display, reason: impl Into<String>) -> CliError {
+        CliError::BadInput {
+            what: what.to_string(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl From<FaceError> for CliError {
+    fn from(e: FaceError) -> Self {
+        match e {
+            // An image OpenCV cannot decode is the user's input, not our failure.
+            FaceError::Image { name, reason } => CliError::BadInput { what: name, reason },
+            other => CliError::Face(other),
+        }
+    }
+}
+
+/// The models directory when `--models` is not given: the source tree's `models/` when this
+/// binary runs where it was built, else where the package installs them.
+pub fn default_models_dir() -> PathBuf {
+    let built = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/models"));
+    if built.is_dir() {
+        built.to_path_buf()
+    } else {
+        PathBuf::from("/usr/share/acceso/models")
+    }
+}
+
+/// Loads the engine with default options.
+pub fn load_engine(models: &Path) -> Result<FaceEngine, CliError> {
+    Ok(FaceEngine::load(models, EngineOptions::default())?)
+}
+
+/// Reads and decodes an image file.
+pub fn load_photo(engine: &FaceEngine, path: &Path) -> Result<Image, CliError> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| CliError::bad(path.display(), format!("cannot read: {e}")))?;
+    let frame = Frame::Encoded {
+        name: path.display().to_string(),
+        bytes,
+    };
+    Ok(engine.decode(&frame)?)
+}
+
+fn face_json(f: &FoundFace) -> Value {
+    json!({
+        "bbox": f.detection.bbox,
+        "landmarks": f.detection.landmarks,
+        "score": f.detection.score,
+        "embedding": f.embedding,
+    })
+}
+
+/// `acceso face embed`: every face of one image, largest first. No face is not an error here
+/// (`faces` is empty): this is the command to look at what the engine sees.
+pub fn embed_photo(engine: &mut FaceEngine, path: &Path) -> Result<Value, CliError> {
+    let img = load_photo(engine, path)?;
+    let faces = engine.faces_in(&img)?;
+    Ok(json!({
+        "image": path.display().to_string(),
+        "width": img.width(),
+        "height": img.height(),
+        "model": MODEL_ID,
+        "faces": faces.iter().map(face_json).collect::<Vec<_>>(),
+    }))
+}
+
+/// The largest face of a photo; no face is bad input naming the photo.
+pub fn largest_face(engine: &mut FaceEngine, path: &Path) -> Result<FoundFace, CliError> {
+    let img = load_photo(engine, path)?;
+    let dets = engine.detect(&img)?;
+    let Some(d) = dets.into_iter().next() else {
+        return Err(CliError::bad(path.display(), "no face found"));
+    };
+    let embedding = engine.embed(&img, &d)?;
+    Ok(FoundFace {
+        detection: d,
+        embedding,
+    })
+}
+
+/// Cosine similarity of two embeddings (unit length, so the dot product).
+pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// `acceso face compare A B`: the similarity of the largest face of each.
+pub fn compare_photos(engine: &mut FaceEngine, a: &Path, b: &Path) -> Result<Value, CliError> {
+    let fa = largest_face(engine, a)?;
+    let fb = largest_face(engine, b)?;
+    let similarity = cosine(&fa.embedding, &fb.embedding);
+    Ok(json!({
+        "a": a.display().to_string(),
+        "b": b.display().to_string(),
+        "model": MODEL_ID,
+        "similarity": similarity,
+        "threshold": COMPARE_THRESHOLD,
+        "same_person": similarity >= COMPARE_THRESHOLD,
+    }))
+}
+
+/// `acceso enroll`: a user with one embedding per photo. Each photo must show exactly one
+/// face: with two, which one is the user is a guess, and a wrong guess lets someone else in.
+pub fn enroll(
+    engine: &mut FaceEngine,
+    id: &str,
+    name: &str,
+    cards: &[String],
+    photos: &[PathBuf],
+) -> Result<User, CliError> {
+    if id.trim().is_empty() {
+        return Err(CliError::bad("--id", "must not be empty"));
+    }
+    let cards = cards
+        .iter()
+        .map(|c| {
+            c.parse::<CardUid>()
+                .map_err(|e| CliError::bad(format!("--card {c}"), e.to_string()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut faces = Vec::with_capacity(photos.len());
+    for path in photos {
+        let img = load_photo(engine, path)?;
+        let dets = engine.detect(&img)?;
+        match dets.as_slice() {
+            [d] => faces.push(FaceEmbedding {
+                model: MODEL_ID.to_string(),
+                vector: engine.embed(&img, d)?,
+            }),
+            [] => return Err(CliError::bad(path.display(), "no face found")),
+            many => {
+                return Err(CliError::bad(
+                    path.display(),
+                    format!(
+                        "{} faces found; an enrolment photo must show only the user",
+                        many.len()
+                    ),
+                ))
+            }
+        }
+    }
+    Ok(User {
+        id: id.to_string(),
+        name: name.to_string(),
+        enabled: true,
+        cards,
+        faces,
+        valid_from: None,
+        valid_until: None,
+        doors: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cosine_of_unit_vectors() {
+        assert_eq!(cosine(&[1.0, 0.0], &[1.0, 0.0]), 1.0);
+        assert_eq!(cosine(&[1.0, 0.0], &[0.0, 1.0]), 0.0);
+        assert_eq!(cosine(&[0.6, 0.8], &[-0.6, -0.8]), -1.0);
+    }
+
+    #[test]
+    fn image_errors_are_bad_input_engine_errors_are_not() {
+        let bad: CliError = FaceError::Image {
+            name: "x.jpg".into(),
+            reason: "garbage".into(),
+        }
+        .into();
+        assert!(bad.is_bad_input());
+        assert_eq!(bad.to_string(), "x.jpg: garbage");
+        let model: CliError = FaceError::Model {
+            path: "m.onnx".into(),
+            reason: "wrong".into(),
+        }
+        .into();
+        assert!(!model.is_bad_input());
+    }
+
+    #[test]
+    fn default_models_dir_is_the_source_tree_here() {
+        assert!(default_models_dir()
+            .join(super::super::models::YUNET_FILE)
+            .is_file());
+    }
+}
