@@ -408,3 +408,152 @@ fn door_scenario_exit_early_relock_forced_and_held_open() {
     assert_eq!(summary["alarms"], 2);
     assert_eq!(summary["relay_intervals_ms"].as_array().unwrap().len(), 1);
 }
+
+#[cfg(feature = "face")]
+fn face_decisions(lines: &[Value]) -> Vec<(String, String, Option<f64>)> {
+    of_kind(lines, "decision")
+        .iter()
+        .map(|d| {
+            (
+                d["method"].as_str().unwrap().to_string(),
+                format!(
+                    "{}:{}",
+                    d["user_id"].as_str().unwrap_or("-"),
+                    d["reason"].as_str().unwrap()
+                ),
+                d["face_score"].as_f64(),
+            )
+        })
+        .collect()
+}
+
+/// The real models on real photos, through the whole agent: enrolment from photos, a
+/// recognised face granted, a stranger denied, no decision for a dog, a crowd or a broken frame,
+/// cards still working, a disabled user's face denied, another model's embeddings ignored.
+#[cfg(feature = "face")]
+#[test]
+fn face_scenario_grants_known_faces_only_and_cards_keep_working() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/scenarios/faces.json");
+    let out = acceso(&["sim", "--scenario", path]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines = lines(&out);
+    check_run(&lines, 1000, 0);
+    let got = face_decisions(&lines);
+    let what: Vec<(&str, &str)> = got
+        .iter()
+        .map(|(m, r, _)| (m.as_str(), r.as_str()))
+        .collect();
+    assert_eq!(
+        what,
+        [
+            ("face", "obama:granted"),
+            ("face", "-:unknown_face"),
+            ("card", "obama:granted"),
+            ("face", "obama:user_disabled"),
+            ("card", "old:granted"),
+        ]
+    );
+    // Scores: the known face well over the threshold, the stranger well under it.
+    assert!(got[0].2.unwrap() > 0.6, "{got:?}");
+    assert!(got[1].2.unwrap() < 0.45, "{got:?}");
+    assert_eq!(got[2].2, None, "a card decision has no face score");
+    // The face events reach the broker with method and score.
+    let face_events: Vec<AccessEvent> = of_kind(&lines, "published")
+        .iter()
+        .map(|p| serde_json::from_value(p["event"].clone()).unwrap())
+        .filter(|e: &AccessEvent| e.method == acceso_protocol::Method::Face)
+        .collect();
+    assert_eq!(face_events.len(), 3);
+    assert!(face_events
+        .iter()
+        .all(|e| e.face_score.is_some() && e.card_uid.is_none()));
+    // The broken frame is reported and the camera thread carries on.
+    let health = of_kind(&lines, "health");
+    assert!(health.iter().any(|h| h["component"] == "face"
+        && h["state"] == "degraded"
+        && h["detail"].as_str().unwrap().contains("empty.jpg")));
+    let applied = of_kind(&lines, "applied");
+    assert!(applied.iter().all(|a| a["outcome"] == "applied"));
+    assert!(applied[3]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("arcface-r100"));
+}
+
+/// A face-only door: a card is denied (and names its holder), one frame is not enough when
+/// two must agree, a person standing in front of the camera is one decision, and after a
+/// crash the restarted agent recognises them again.
+#[cfg(feature = "face")]
+#[test]
+fn face_only_door_denies_cards_needs_agreeing_frames_and_decides_once_per_visit() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/scenarios/face_only.json"
+    );
+    let out = acceso(&["sim", "--scenario", path]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines = lines(&out);
+    let got = face_decisions(&lines);
+    let what: Vec<(&str, &str)> = got
+        .iter()
+        .map(|(m, r, _)| (m.as_str(), r.as_str()))
+        .collect();
+    assert_eq!(
+        what,
+        [
+            ("card", "obama:method_not_allowed"),
+            ("face", "obama:granted"),
+            ("face", "obama:granted"),
+        ]
+    );
+    let summary = lines.last().unwrap();
+    assert_eq!(summary["kind"], "summary");
+    assert_eq!(summary["relay_intervals_ms"].as_array().unwrap().len(), 2);
+}
+
+#[cfg(feature = "face")]
+#[test]
+fn a_face_step_on_a_card_door_or_a_missing_photo_is_refused_before_anything_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (r#"{"steps":[{"face":"x.jpg"}]}"#, "door.mode"),
+        (
+            r#"{"config":{"door":{"mode":"face"}},"steps":[{"face":"missing.jpg"}]}"#,
+            "missing.jpg not found",
+        ),
+        (
+            r#"{"config":{"door":{"mode":"face"}},"steps":[{"update":{"version":1,"op":"upsert_user","user":{"id":"d","name":"D","face_photos":["dogs.jpg"]}}}]}"#,
+            "no face found",
+        ),
+    ];
+    std::fs::write(dir.path().join("x.jpg"), b"").unwrap();
+    std::fs::copy(
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/faces/noface/dogs.jpg"
+        ),
+        dir.path().join("dogs.jpg"),
+    )
+    .unwrap();
+    for (i, (text, expect)) in cases.iter().enumerate() {
+        let path = dir.path().join(format!("s{i}.json"));
+        std::fs::write(&path, text).unwrap();
+        let out = acceso(&["sim", "--scenario", path.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(2), "{text}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(expect), "{text}: {err}");
+        assert!(
+            out.stdout.is_empty(),
+            "nothing may run: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+}

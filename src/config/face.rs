@@ -73,7 +73,7 @@ pub struct FaceConfig {
     #[serde(default = "default_models_dir")]
     pub models_dir: PathBuf,
     /// Least cosine similarity between a face and a user's enrolled face to count as that
-    /// user, 0.2 to 0.95. Default 0.40 (see BENCHMARKS.md for the measured error rates).
+    /// user, 0.2 to 0.95. Default 0.45 (see BENCHMARKS.md for the measured error rates).
     #[serde(default = "default_threshold")]
     pub threshold: f32,
     /// How much closer the face must be to the best user than to anyone else, 0 to 0.5.
@@ -109,7 +109,7 @@ fn default_models_dir() -> PathBuf {
     PathBuf::from("/usr/share/acceso/models")
 }
 fn default_threshold() -> f32 {
-    0.40
+    0.45
 }
 fn default_margin() -> f32 {
     0.05

@@ -10,7 +10,6 @@
 //! A build without the `face` feature has no OpenCV; its doors are card-only.
 
 pub mod agree;
-pub mod camera;
 #[cfg(feature = "face")]
 pub mod engine;
 pub mod index;
@@ -92,13 +91,35 @@ pub fn open_camera(config: &crate::config::CameraConfig) -> Box<dyn crate::hw::F
 /// This build has no OpenCV, so no camera: every frame says why.
 #[cfg(not(feature = "face"))]
 pub fn open_camera(_: &crate::config::CameraConfig) -> Box<dyn crate::hw::FrameSource> {
-    Box::new(camera::Reopening::new(
-        Box::new(|| {
+    struct NoCamera;
+    impl crate::hw::FrameSource for NoCamera {
+        fn next_frame(&mut self) -> Result<Option<crate::hw::Frame>, crate::hw::HwError> {
             Err(crate::hw::HwError::Camera(
                 "this build has no camera support (built without the `face` feature)".into(),
             ))
-        }),
-        std::time::Duration::from_secs(3600),
+        }
+    }
+    Box::new(NoCamera)
+}
+
+/// Enrolment: one embedding of this build's model per photo. Each photo must show exactly one
+/// face (an enrolment photo with two people would let the wrong one in).
+#[cfg(feature = "face")]
+pub fn enroll_photos(
+    face: &crate::config::FaceConfig,
+    photos: &[std::path::PathBuf],
+) -> Result<Vec<acceso_protocol::FaceEmbedding>, FaceError> {
+    engine::enroll_photos(face, photos)
+}
+
+/// Enrolment needs the engine; this build has none.
+#[cfg(not(feature = "face"))]
+pub fn enroll_photos(
+    _: &crate::config::FaceConfig,
+    _: &[std::path::PathBuf],
+) -> Result<Vec<acceso_protocol::FaceEmbedding>, FaceError> {
+    Err(FaceError::Pipeline(
+        "enrolling faces needs face recognition (built without the `face` feature)".into(),
     ))
 }
 
@@ -111,16 +132,4 @@ pub fn bundled_models_dir() -> std::path::PathBuf {
     } else {
         crate::config::FaceConfig::default().models_dir
     }
-}
-
-/// Enrolment: one embedding of this build's model per photo. Each photo must show exactly one
-/// face (an enrolment photo with two people would let the wrong one in).
-#[cfg(not(feature = "face"))]
-pub fn enroll_photos(
-    _: &crate::config::FaceConfig,
-    _: &[std::path::PathBuf],
-) -> Result<Vec<acceso_protocol::FaceEmbedding>, FaceError> {
-    Err(FaceError::Pipeline(
-        "enrolling faces needs face recognition (built without the `face` feature)".into(),
-    ))
 }

@@ -27,6 +27,8 @@ use crate::{Agent, Backends, Config};
 
 /// How long a step may take before the runner moves on regardless.
 const STEP_BOUND: Duration = Duration::from_secs(5);
+/// How often a step's condition is checked again while nothing arrives.
+const RECHECK: Duration = Duration::from_millis(10);
 /// How long reconnecting may take after the broker comes back or the agent restarts.
 const CONNECT_BOUND: Duration = Duration::from_secs(10);
 
@@ -120,6 +122,8 @@ impl World {
             tokio::select! {
                 Some(obs) = self.observations.recv() => self.observed(obs)?,
                 Some(p) = self.published.recv() => self.received(p)?,
+                // Some conditions watch the simulated hardware, not only what arrives here.
+                _ = tokio::time::sleep(RECHECK) => {}
                 _ = tokio::time::sleep_until(deadline) => return Ok(false),
             }
         }
@@ -379,7 +383,10 @@ pub async fn run_scenario(
                 // Done when every frame was looked at: the camera thread came back for more.
                 let camera = door.camera.clone();
                 world
-                    .until(STEP_BOUND, move |_| camera.progress() > (0, idle))
+                    .until(STEP_BOUND, move |_| {
+                        let (queued, idle_now) = camera.progress();
+                        queued == 0 && idle_now > idle
+                    })
                     .await?;
                 if link_up(&proxy) {
                     world
@@ -536,8 +543,11 @@ fn prepare_steps(scenario: &Scenario, config: &Config) -> Result<Vec<Step>, SimE
         }
     };
     let mut steps = Vec::with_capacity(scenario.steps.len());
+    // Updates with `face_photos`: (position in `steps`, the photos), enrolled together below
+    // with one engine.
+    let mut enrol: Vec<(usize, Vec<std::path::PathBuf>)> = Vec::new();
     for (i, step) in scenario.steps.iter().enumerate() {
-        steps.push(match step {
+        let step = match step {
             Step::Face { photo: p, frames } => {
                 if !faces_door {
                     return Err(SimError::Scenario(format!(
@@ -550,45 +560,53 @@ fn prepare_steps(scenario: &Scenario, config: &Config) -> Result<Vec<Step>, SimE
                     frames: *frames,
                 }
             }
-            Step::Update {
-                update,
-                lost,
-                retain,
-            } => {
-                let mut update = update.clone();
-                if let Some(user) = update.get_mut("user").and_then(Value::as_object_mut) {
-                    if let Some(photos) = user.remove("face_photos") {
-                        let paths = photos
-                            .as_array()
-                            .into_iter()
-                            .flatten()
-                            .filter_map(Value::as_str)
-                            .map(|p| photo(i, std::path::Path::new(p)))
-                            .collect::<Result<Vec<_>, _>>()?;
-                        let faces = crate::face::enroll_photos(&config.face, &paths)
-                            .map_err(|e| SimError::Scenario(format!("step {}: {e}", i + 1)))?;
-                        let faces = serde_json::to_value(faces)
-                            .map_err(|e| SimError::Scenario(e.to_string()))?;
-                        let listed = user.entry("faces").or_insert(Value::Array(vec![]));
-                        match (listed, faces) {
-                            (Value::Array(have), Value::Array(new)) => have.extend(new),
-                            _ => {
-                                return Err(SimError::Scenario(format!(
-                                    "step {}: `faces` must be a list",
-                                    i + 1
-                                )))
-                            }
-                        }
-                    }
+            Step::Update { update, .. } => {
+                let photos = update
+                    .pointer("/user/face_photos")
+                    .and_then(Value::as_array);
+                if let Some(photos) = photos {
+                    let paths = photos
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .map(|p| photo(i, std::path::Path::new(p)))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    enrol.push((i, paths));
                 }
-                Step::Update {
-                    update,
-                    lost: *lost,
-                    retain: *retain,
-                }
+                step.clone()
             }
             other => other.clone(),
-        });
+        };
+        steps.push(step);
+    }
+    if enrol.is_empty() {
+        return Ok(steps);
+    }
+    let all: Vec<std::path::PathBuf> = enrol.iter().flat_map(|(_, p)| p.clone()).collect();
+    let mut faces = crate::face::enroll_photos(&config.face, &all)
+        .map_err(|e| SimError::Scenario(format!("face_photos: {e}")))?
+        .into_iter();
+    for (i, paths) in enrol {
+        let Step::Update { update, .. } = &mut steps[i] else {
+            continue;
+        };
+        let mine: Vec<Value> = faces
+            .by_ref()
+            .take(paths.len())
+            .map(|f| serde_json::to_value(f).map_err(|e| SimError::Scenario(e.to_string())))
+            .collect::<Result<_, _>>()?;
+        let Some(user) = update.get_mut("user").and_then(Value::as_object_mut) else {
+            continue;
+        };
+        user.remove("face_photos");
+        match user.entry("faces").or_insert(Value::Array(vec![])) {
+            Value::Array(have) => have.extend(mine),
+            _ => {
+                return Err(SimError::Scenario(format!(
+                    "step {}: `faces` must be a list",
+                    i + 1
+                )))
+            }
+        }
     }
     Ok(steps)
 }

@@ -81,6 +81,19 @@ struct Reopening<C: Capture> {
 }
 
 impl<C: Capture> Reopening<C> {
+    /// Not opened yet: the first `next_frame` opens it, and a camera missing at start is
+    /// retried like one that went away.
+    fn closed(source: CameraSource, opts: CameraOptions, open: Opener<C>) -> Self {
+        Reopening {
+            source,
+            opts,
+            open,
+            capture: None,
+            failures: 0,
+            last_frame: None,
+        }
+    }
+
     fn new(
         source: CameraSource,
         opts: CameraOptions,
@@ -235,6 +248,16 @@ impl OpenCvCamera {
         Ok(OpenCvCamera {
             inner: Reopening::new(source, opts, Box::new(open_cv))?,
         })
+    }
+}
+
+impl OpenCvCamera {
+    /// Opens the camera at its first frame, and keeps trying at the frame rate while it is
+    /// missing: the agent starts (on cards) whether or not the camera is there yet.
+    pub fn opening(source: CameraSource, opts: CameraOptions) -> OpenCvCamera {
+        OpenCvCamera {
+            inner: Reopening::closed(source, opts, Box::new(open_cv)),
+        }
     }
 }
 

@@ -49,16 +49,8 @@ impl From<FaceError> for CliError {
     }
 }
 
-/// The models directory when `--models` is not given: the source tree's `models/` when this
-/// binary runs where it was built, else where the package installs them.
-pub fn default_models_dir() -> PathBuf {
-    let built = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/models"));
-    if built.is_dir() {
-        built.to_path_buf()
-    } else {
-        PathBuf::from("/usr/share/acceso/models")
-    }
-}
+/// The models directory when `--models` is not given.
+pub use crate::face::bundled_models_dir as default_models_dir;
 
 /// Loads the engine with default options.
 pub fn load_engine(models: &Path) -> Result<FaceEngine, CliError> {

@@ -5,6 +5,7 @@
 //! into an `opencv::Error`) comes back as a `FaceError` saying which step failed; inputs are
 //! checked before they reach OpenCV so bad frames are errors, never panics.
 
+pub mod agent;
 pub mod camera;
 pub mod cli;
 pub mod models;
@@ -20,6 +21,7 @@ use opencv::prelude::*;
 
 use crate::face::{Detection, FaceError, FoundFace};
 use crate::hw::Frame;
+pub use agent::{enroll_photos, open_camera, recognizer};
 pub use models::ModelFiles;
 
 /// Turns an OpenCV result into ours, saying which step failed.
