@@ -181,7 +181,10 @@ fn face_command(command: FaceCommand) -> anyhow::Result<()> {
             let models = models.unwrap_or_else(cli::default_models_dir);
             let mut engine = cli::load_engine(&models)?;
             for image in &images {
-                println!("{}", cli::embed_photo(&mut engine, image)?);
+                println!(
+                    "{}",
+                    serde_json::to_string(&cli::embed_photo(&mut engine, image)?)?
+                );
             }
         }
         FaceCommand::Compare { models, a, b } => {
