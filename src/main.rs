@@ -52,6 +52,50 @@ enum Command {
         #[arg(long, default_value = "/etc/acceso/acceso.toml")]
         config: PathBuf,
     },
+    /// Face tools: what the engine finds in photos, and how alike two faces are.
+    #[cfg(feature = "face")]
+    Face {
+        #[command(subcommand)]
+        command: FaceCommand,
+    },
+    /// Print a user (protocol JSON) with one face embedding per photo, for an update message.
+    /// Each photo must show exactly one face.
+    #[cfg(feature = "face")]
+    Enroll {
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        name: String,
+        /// A card UID in hex (repeatable), e.g. 04:6B:2F:91:C4:5A:80.
+        #[arg(long = "card")]
+        cards: Vec<String>,
+        /// The face models directory.
+        #[arg(long)]
+        models: Option<PathBuf>,
+        #[arg(required = true)]
+        photos: Vec<PathBuf>,
+    },
+}
+
+#[cfg(feature = "face")]
+#[derive(Subcommand)]
+enum FaceCommand {
+    /// Every face of each image: box, landmarks, score, embedding (one JSON line per image).
+    Embed {
+        /// The face models directory.
+        #[arg(long)]
+        models: Option<PathBuf>,
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+    },
+    /// The cosine similarity of the largest face of A and of B, and whether it is a match.
+    Compare {
+        /// The face models directory.
+        #[arg(long)]
+        models: Option<PathBuf>,
+        a: PathBuf,
+        b: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -85,6 +129,23 @@ fn main() -> ExitCode {
                 print!("{}", toml::to_string(&config)?);
                 Ok(())
             }
+            #[cfg(feature = "face")]
+            Command::Face { command } => face_command(command),
+            #[cfg(feature = "face")]
+            Command::Enroll {
+                id,
+                name,
+                cards,
+                models,
+                photos,
+            } => {
+                use acceso::face::engine::cli;
+                let models = models.unwrap_or_else(cli::default_models_dir);
+                let mut engine = cli::load_engine(&models)?;
+                let user = cli::enroll(&mut engine, &id, &name, &cards, &photos)?;
+                println!("{}", serde_json::to_string_pretty(&user)?);
+                Ok(())
+            }
         }
     });
     match result {
@@ -93,10 +154,47 @@ fn main() -> ExitCode {
             eprintln!("acceso: {}", chain(&e));
             // 2: the input (config, scenario) is wrong; 1: anything else.
             let bad_input = e.downcast_ref::<acceso::config::ConfigError>().is_some()
-                || matches!(e.downcast_ref::<SimError>(), Some(SimError::Scenario(_)));
+                || matches!(e.downcast_ref::<SimError>(), Some(SimError::Scenario(_)))
+                || face_bad_input(&e);
             ExitCode::from(if bad_input { 2 } else { 1 })
         }
     }
+}
+
+/// An unreadable photo, no face where one is needed, a bad card UID.
+#[cfg(feature = "face")]
+fn face_bad_input(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<acceso::face::engine::cli::CliError>()
+        .is_some_and(|c| c.is_bad_input())
+}
+
+#[cfg(not(feature = "face"))]
+fn face_bad_input(_: &anyhow::Error) -> bool {
+    false
+}
+
+#[cfg(feature = "face")]
+fn face_command(command: FaceCommand) -> anyhow::Result<()> {
+    use acceso::face::engine::cli;
+    match command {
+        FaceCommand::Embed { models, images } => {
+            let models = models.unwrap_or_else(cli::default_models_dir);
+            let mut engine = cli::load_engine(&models)?;
+            for image in &images {
+                println!(
+                    "{}",
+                    serde_json::to_string(&cli::embed_photo(&mut engine, image)?)?
+                );
+            }
+        }
+        FaceCommand::Compare { models, a, b } => {
+            let models = models.unwrap_or_else(cli::default_models_dir);
+            let mut engine = cli::load_engine(&models)?;
+            let out = cli::compare_photos(&mut engine, &a, &b)?;
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        }
+    }
+    Ok(())
 }
 
 /// The error and its causes, each said once: our errors already carry their cause's text.

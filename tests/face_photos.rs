@@ -431,3 +431,158 @@ fn engine_runs_on_its_own_thread() {
         .unwrap();
     assert_eq!(n, 1);
 }
+
+/// The `acceso` binary's face commands, as a user runs them.
+mod cli {
+    use super::root;
+    use std::process::{Command, Output};
+
+    use acceso_protocol::User;
+    use serde_json::Value;
+
+    fn acceso(args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_acceso"))
+            .args(args)
+            .output()
+            .expect("run acceso")
+    }
+
+    fn photo(rel: &str) -> String {
+        root().join(rel).display().to_string()
+    }
+
+    fn stderr(out: &Output) -> String {
+        String::from_utf8_lossy(&out.stderr).to_string()
+    }
+
+    #[test]
+    fn compare_same_person_and_different_people() {
+        let out = acceso(&[
+            "face",
+            "compare",
+            &photo("portraits/obama.jpg"),
+            &photo("portraits/obama2.jpg"),
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["same_person"], true, "{v}");
+        assert!(v["similarity"].as_f64().unwrap() > 0.45, "{v}");
+        let out = acceso(&[
+            "face",
+            "compare",
+            &photo("portraits/obama.jpg"),
+            &photo("portraits/biden.jpg"),
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["same_person"], false, "{v}");
+    }
+
+    #[test]
+    fn embed_prints_every_face_of_each_image() {
+        let out = acceso(&[
+            "face",
+            "embed",
+            &photo("groups/2008_001009.jpg"),
+            &photo("noface/dogs.jpg"),
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0]["model"], "sface-2021dec");
+        let faces = lines[0]["faces"].as_array().unwrap();
+        assert_eq!(faces.len(), 2);
+        assert_eq!(faces[0]["embedding"].as_array().unwrap().len(), 128);
+        assert_eq!(faces[0]["landmarks"].as_array().unwrap().len(), 5);
+        assert!(faces[0]["score"].as_f64().unwrap() >= 0.9);
+        assert_eq!(lines[1]["faces"].as_array().unwrap().len(), 0);
+    }
+
+    #[test]
+    fn enroll_prints_a_user_with_one_embedding_per_photo() {
+        let out = acceso(&[
+            "enroll",
+            "--id",
+            "u-obama",
+            "--name",
+            "Barack",
+            "--card",
+            "04:6B:2F:91:C4:5A:80",
+            &photo("portraits/obama.jpg"),
+            &photo("portraits/obama3.jpg"),
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let user: User = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(user.id, "u-obama");
+        assert_eq!(user.cards.len(), 1);
+        assert_eq!(user.faces.len(), 2);
+        for f in &user.faces {
+            assert_eq!(f.model, "sface-2021dec");
+            assert_eq!(f.vector.len(), 128);
+        }
+    }
+
+    #[test]
+    fn bad_photos_exit_2_naming_the_photo() {
+        let garbage = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(garbage.path(), b"not an image at all").unwrap();
+        let garbage = garbage.path().display().to_string();
+        let missing = photo("portraits/nobody.jpg");
+        let group = photo("groups/2008_001009.jpg");
+        let dogs = photo("noface/dogs.jpg");
+        for (args, named, why) in [
+            (
+                vec!["face", "embed", garbage.as_str()],
+                &garbage,
+                "not an image",
+            ),
+            (
+                vec!["face", "embed", missing.as_str()],
+                &missing,
+                "cannot read",
+            ),
+            (
+                vec!["face", "compare", dogs.as_str(), group.as_str()],
+                &dogs,
+                "no face",
+            ),
+            (
+                vec!["enroll", "--id", "x", "--name", "X", group.as_str()],
+                &group,
+                "2 faces found",
+            ),
+            (
+                vec!["enroll", "--id", "x", "--name", "X", dogs.as_str()],
+                &dogs,
+                "no face",
+            ),
+        ] {
+            let out = acceso(&args);
+            let err = stderr(&out);
+            assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+            assert!(
+                err.contains(named.as_str()) && err.contains(why),
+                "{args:?}: {err}"
+            );
+        }
+        let out = acceso(&["enroll", "--id", "x", "--name", "X", "--card", "zz", &group]);
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    }
+
+    #[test]
+    fn missing_models_exit_1() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = acceso(&[
+            "face",
+            "embed",
+            "--models",
+            dir.path().to_str().unwrap(),
+            &photo("portraits/obama.jpg"),
+        ]);
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        assert!(stderr(&out).contains("face model"), "{}", stderr(&out));
+    }
+}

@@ -1,10 +1,10 @@
 //! What the `acceso face ...` and `acceso enroll` commands do, as plain functions returning
-//! JSON values or protocol structs; `main.rs` only parses arguments and prints.
+//! serialisable structs (the protocol's `User` for enroll); `main.rs` only parses arguments
+//! and prints them as JSON.
 
 use std::path::{Path, PathBuf};
 
 use acceso_protocol::{CardUid, FaceEmbedding, User};
-use serde_json::{json, Value};
 
 use super::{EngineOptions, FaceEngine, Image};
 use crate::face::{FaceError, FoundFace, MODEL_ID};
@@ -68,27 +68,48 @@ pub fn load_photo(engine: &FaceEngine, path: &Path) -> Result<Image, CliError> {
     Ok(engine.decode(&frame)?)
 }
 
-fn face_json(f: &FoundFace) -> Value {
-    json!({
-        "bbox": f.detection.bbox,
-        "landmarks": f.detection.landmarks,
-        "score": f.detection.score,
-        "embedding": f.embedding,
-    })
+/// One face as `acceso face embed` prints it. Structs rather than `serde_json::Value`, so the
+/// f32 values print at f32 precision (a `Value` widens them to f64: 0.45 becomes
+/// 0.44999998807907104).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct FaceReport {
+    pub bbox: [f32; 4],
+    pub landmarks: [[f32; 2]; 5],
+    pub score: f32,
+    pub embedding: Vec<f32>,
+}
+
+/// What `acceso face embed` prints for one image.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct EmbedReport {
+    pub image: String,
+    pub width: usize,
+    pub height: usize,
+    pub model: &'static str,
+    /// Largest first.
+    pub faces: Vec<FaceReport>,
 }
 
 /// `acceso face embed`: every face of one image, largest first. No face is not an error here
 /// (`faces` is empty): this is the command to look at what the engine sees.
-pub fn embed_photo(engine: &mut FaceEngine, path: &Path) -> Result<Value, CliError> {
+pub fn embed_photo(engine: &mut FaceEngine, path: &Path) -> Result<EmbedReport, CliError> {
     let img = load_photo(engine, path)?;
     let faces = engine.faces_in(&img)?;
-    Ok(json!({
-        "image": path.display().to_string(),
-        "width": img.width(),
-        "height": img.height(),
-        "model": MODEL_ID,
-        "faces": faces.iter().map(face_json).collect::<Vec<_>>(),
-    }))
+    Ok(EmbedReport {
+        image: path.display().to_string(),
+        width: img.width(),
+        height: img.height(),
+        model: MODEL_ID,
+        faces: faces
+            .into_iter()
+            .map(|f| FaceReport {
+                bbox: f.detection.bbox,
+                landmarks: f.detection.landmarks,
+                score: f.detection.score,
+                embedding: f.embedding,
+            })
+            .collect(),
+    })
 }
 
 /// The largest face of a photo; no face is bad input naming the photo.
@@ -110,19 +131,31 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
+/// What `acceso face compare` prints.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Comparison {
+    pub a: String,
+    pub b: String,
+    pub model: &'static str,
+    /// Cosine similarity of the largest face of each.
+    pub similarity: f32,
+    pub threshold: f32,
+    pub same_person: bool,
+}
+
 /// `acceso face compare A B`: the similarity of the largest face of each.
-pub fn compare_photos(engine: &mut FaceEngine, a: &Path, b: &Path) -> Result<Value, CliError> {
+pub fn compare_photos(engine: &mut FaceEngine, a: &Path, b: &Path) -> Result<Comparison, CliError> {
     let fa = largest_face(engine, a)?;
     let fb = largest_face(engine, b)?;
     let similarity = cosine(&fa.embedding, &fb.embedding);
-    Ok(json!({
-        "a": a.display().to_string(),
-        "b": b.display().to_string(),
-        "model": MODEL_ID,
-        "similarity": similarity,
-        "threshold": COMPARE_THRESHOLD,
-        "same_person": similarity >= COMPARE_THRESHOLD,
-    }))
+    Ok(Comparison {
+        a: a.display().to_string(),
+        b: b.display().to_string(),
+        model: MODEL_ID,
+        similarity,
+        threshold: COMPARE_THRESHOLD,
+        same_person: similarity >= COMPARE_THRESHOLD,
+    })
 }
 
 /// `acceso enroll`: a user with one embedding per photo. Each photo must show exactly one

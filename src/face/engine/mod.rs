@@ -129,6 +129,13 @@ impl Image {
         let scale = (tw / self.width as f64).min(th / self.height as f64);
         let sw = ((self.width as f64 * scale).round() as i32).clamp(1, width as i32);
         let sh = ((self.height as f64 * scale).round() as i32).clamp(1, height as i32);
+        // Area averaging to shrink (no aliasing); bilinear to enlarge (INTER_AREA would
+        // repeat pixels).
+        let interpolation = if scale < 1.0 {
+            imgproc::INTER_AREA
+        } else {
+            imgproc::INTER_LINEAR
+        };
         let mut resized = Mat::default();
         cv(
             imgproc::resize(
@@ -137,7 +144,7 @@ impl Image {
                 Size::new(sw, sh),
                 0.0,
                 0.0,
-                imgproc::INTER_AREA,
+                interpolation,
             ),
             "image: resize",
         )?;

@@ -71,8 +71,11 @@ pub fn decode(
         let s = h.stride as f32;
         for k in 0..cells {
             let score = (h.cls[k].clamp(0.0, 1.0) * h.obj[k].clamp(0.0, 1.0)).sqrt();
-            // `!(>=)` also drops NaN scores.
-            if !(score >= score_threshold) {
+            // NaN compares as not-greater-or-equal: dropped too.
+            if score
+                .partial_cmp(&score_threshold)
+                .is_none_or(|o| o.is_lt())
+            {
                 continue;
             }
             let (r, c) = ((k / cols) as f32, (k % cols) as f32);
