@@ -35,6 +35,18 @@ fn lines(out: &Output) -> Vec<Value> {
         .collect()
 }
 
+/// Runs `tests/scenarios/NAME.json`, which must succeed, and returns its output lines.
+fn scenario(name: &str) -> Vec<Value> {
+    let path = format!("{}/tests/scenarios/{name}.json", env!("CARGO_MANIFEST_DIR"));
+    let out = acceso(&["sim", "--scenario", &path]);
+    assert!(
+        out.status.success(),
+        "{name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    lines(&out)
+}
+
 fn of_kind<'a>(lines: &'a [Value], kind: &str) -> Vec<&'a Value> {
     lines.iter().filter(|l| l["kind"] == kind).collect()
 }
@@ -157,17 +169,7 @@ fn demo_shows_updates_grants_denials_and_the_events_received() {
 
 #[test]
 fn scenario_with_outage_crash_and_restart_loses_no_event() {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/scenarios/outage_and_restarts.json"
-    );
-    let out = acceso(&["sim", "--scenario", path]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines = lines(&out);
+    let lines = scenario("outage_and_restarts");
     // The crash comes while Ana's second unlock runs: the restarted agent locks at start.
     check_run(&lines, 500, 1);
     // Offline decisions are made locally; the retained update survives restarts; the
@@ -338,17 +340,7 @@ fn daemon_stops_cleanly_on_sigterm_sigint_and_sighup() {
 
 #[test]
 fn reader_faults_in_a_scenario_never_give_a_wrong_or_partial_uid() {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/scenarios/reader_faults.json"
-    );
-    let out = acceso(&["sim", "--scenario", path]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines = lines(&out);
+    let lines = scenario("reader_faults");
     check_run(&lines, 300, 0);
     let decisions = of_kind(&lines, "decision");
     let uids: Vec<&str> = decisions
@@ -385,14 +377,7 @@ fn reader_faults_in_a_scenario_never_give_a_wrong_or_partial_uid() {
 
 #[test]
 fn door_scenario_exit_early_relock_forced_and_held_open() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/scenarios/door.json");
-    let out = acceso(&["sim", "--scenario", path]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines = lines(&out);
+    let lines = scenario("door");
     // The exit unlock ends early: the door closed behind the person.
     let summary = check_run(&lines, 2000, 1);
     assert_eq!(
@@ -433,14 +418,7 @@ fn face_decisions(lines: &[Value]) -> Vec<(String, String, Option<f64>)> {
 #[cfg(feature = "face")]
 #[test]
 fn face_scenario_grants_known_faces_only_and_cards_keep_working() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/scenarios/faces.json");
-    let out = acceso(&["sim", "--scenario", path]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines = lines(&out);
+    let lines = scenario("faces");
     check_run(&lines, 1000, 0);
     let got = face_decisions(&lines);
     let what: Vec<(&str, &str)> = got
@@ -490,17 +468,7 @@ fn face_scenario_grants_known_faces_only_and_cards_keep_working() {
 #[cfg(feature = "face")]
 #[test]
 fn face_only_door_denies_cards_needs_agreeing_frames_and_decides_once_per_visit() {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/scenarios/face_only.json"
-    );
-    let out = acceso(&["sim", "--scenario", path]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines = lines(&out);
+    let lines = scenario("face_only");
     let got = face_decisions(&lines);
     let what: Vec<(&str, &str)> = got
         .iter()
