@@ -42,7 +42,8 @@ fn files(dir: &Path) -> Vec<PathBuf> {
 
 /// The johns photos are 150x150 crops that the face fills edge to edge; YuNet needs context
 /// around a face, so each gets a black border of half its size (150 -> 300). With it every one
-/// of the 44 crops gives exactly one face.
+/// of the 44 crops gives exactly one face. Measured (same pipeline, Python cv2): border 0 gives
+/// a face on 0 of 44, 15 px on 6, 30 px on 42, 50 to 150 px on all 44.
 const JOHNS_BORDER: u32 = 75;
 
 struct Photo {
