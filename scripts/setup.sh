@@ -14,7 +14,9 @@ command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
 if ! command -v cargo >/dev/null 2>&1; then
     need_apt+=(cargo-web rustc-web rustfmt-web rust-web-clippy)
 fi
-for pkg in "$@"; do
+# The default `face` feature builds the opencv crate against the system OpenCV (4.6 on
+# bookworm), whose binding generator needs libclang.
+for pkg in libopencv-dev clang libclang-dev "$@"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || need_apt+=("$pkg")
 done
 

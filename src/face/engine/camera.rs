@@ -1,7 +1,10 @@
 //! Cameras through OpenCV's videoio: a V4L2 device (`/dev/video0`, USB webcams, the Pi's
 //! legacy stack) or a GStreamer pipeline ending in `appsink` (libcamera on current
 //! Raspberry Pi OS: `libcamerasrc ! video/x-raw,width=640,height=480 ! videoconvert !
-//! appsink`). Frames come out as raw BGR, at most one per `min_interval`.
+//! video/x-raw,format=BGR ! appsink drop=true max-buffers=1`; `drop`/`max-buffers` keep
+//! only the newest frame, as `CAP_PROP_BUFFERSIZE` = 1 does for V4L2, since we read far
+//! slower than the camera delivers). Frames come out as raw BGR, at most one per
+//! `min_interval`.
 //!
 //! The retry logic (failures in a row, release and reopen) is written over a small trait so
 //! it is tested with a scripted capture; no camera exists on the build machines.

@@ -420,6 +420,21 @@ mod tests {
     }
 
     #[test]
+    fn an_opencv_exception_is_an_error_saying_which_step() {
+        let img = decode_frame(&Frame::Bgr {
+            width: 2,
+            height: 2,
+            data: vec![0; 12],
+        })
+        .unwrap();
+        // A 2^31-pixel-wide image: OpenCV throws (cannot allocate), the crate catches it.
+        let err = img.with_border(1 << 30).err().unwrap();
+        let text = err.to_string();
+        assert!(matches!(err, FaceError::Pipeline(_)), "{text}");
+        assert!(text.contains("image: add border"), "{text}");
+    }
+
+    #[test]
     fn missing_models_are_a_model_error() {
         let dir = tempfile::tempdir().unwrap();
         let err = FaceEngine::load(dir.path(), EngineOptions::default())

@@ -50,6 +50,13 @@ impl SFace {
     /// The unit-length embedding of the face `d` of `img` (original frame coordinates).
     pub fn embed(&mut self, img: &Image, d: &Detection) -> Result<Vec<f32>, FaceError> {
         let row = detection_row(d);
+        // OpenCV aligns a NaN face without complaint, on a black crop whose embedding is
+        // finite but of nobody: refuse it here instead.
+        if !row.iter().all(|v| v.is_finite()) {
+            return Err(FaceError::Pipeline(format!(
+                "sface: detection has non-finite coordinates: {d:?}"
+            )));
+        }
         let face_box = cv(Mat::from_slice(&row), "sface: detection row")?;
         cv(
             self.inner
