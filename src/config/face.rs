@@ -109,7 +109,7 @@ fn default_models_dir() -> PathBuf {
     PathBuf::from("/usr/share/acceso/models")
 }
 fn default_threshold() -> f32 {
-    0.45
+    crate::face::DEFAULT_THRESHOLD
 }
 fn default_margin() -> f32 {
     0.05

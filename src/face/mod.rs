@@ -19,6 +19,11 @@ pub mod pipeline;
 /// tagged with any other model id are never compared with ours.
 pub const MODEL_ID: &str = "sface-2021dec";
 
+/// The default `face.threshold`: least cosine similarity to a user's enrolled face. Measured on
+/// the test photos (`tests/face_photos.rs`, BENCHMARKS.md "Face accuracy"): every impostor pair
+/// below it with margin, every genuine pair above it.
+pub const DEFAULT_THRESHOLD: f32 = 0.45;
+
 /// Length of an SFace embedding.
 pub const EMBEDDING_LEN: usize = 128;
 

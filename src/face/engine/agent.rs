@@ -72,21 +72,31 @@ pub fn open_camera(config: &CameraConfig) -> Box<dyn FrameSource> {
     ))
 }
 
-/// One embedding per photo, each photo showing exactly one face. A tight crop (an ID photo,
-/// the face filling the picture) gets a border of half its size when no face is found as is:
-/// the detector needs some context around a face.
+/// One embedding per photo, each photo showing exactly one face, with an engine loaded from
+/// the config.
 pub fn enroll_photos(
     face: &FaceConfig,
     photos: &[PathBuf],
 ) -> Result<Vec<FaceEmbedding>, FaceError> {
-    let mut engine = engine(face)?;
+    enrolment(&mut engine(face)?, photos)
+}
+
+/// One embedding per photo, each photo showing exactly one face (with two, which one is the
+/// user is a guess, and a wrong guess lets someone else in). A tight crop (an ID photo, the
+/// face filling the picture) gets a border of half its size when no face is found as is: the
+/// detector needs some context around a face. Problems with a photo are `FaceError::Image`.
+pub fn enrolment(
+    engine: &mut FaceEngine,
+    photos: &[PathBuf],
+) -> Result<Vec<FaceEmbedding>, FaceError> {
     let mut out = Vec::with_capacity(photos.len());
     for path in photos {
         let name = path.display().to_string();
-        let bytes = std::fs::read(path).map_err(|e| FaceError::Image {
+        let bad = |reason: String| FaceError::Image {
             name: name.clone(),
-            reason: e.to_string(),
-        })?;
+            reason,
+        };
+        let bytes = std::fs::read(path).map_err(|e| bad(format!("cannot read: {e}")))?;
         let img = engine.decode(&Frame::Encoded {
             name: name.clone(),
             bytes,
@@ -103,20 +113,12 @@ pub fn enroll_photos(
                 model: MODEL_ID.to_string(),
                 vector: engine.embed(&used, one)?,
             }),
-            [] => {
-                return Err(FaceError::Image {
-                    name,
-                    reason: "no face found".into(),
-                })
-            }
+            [] => return Err(bad("no face found".into())),
             many => {
-                return Err(FaceError::Image {
-                    name,
-                    reason: format!(
-                        "{} faces found; an enrolment photo must show only the user",
-                        many.len()
-                    ),
-                })
+                return Err(bad(format!(
+                    "{} faces found; an enrolment photo must show only the user",
+                    many.len()
+                )))
             }
         }
     }

@@ -4,16 +4,15 @@
 
 use std::path::{Path, PathBuf};
 
-use acceso_protocol::{CardUid, FaceEmbedding, User};
+use acceso_protocol::{CardUid, User};
 
 use super::{EngineOptions, FaceEngine, Image};
 use crate::face::{FaceError, FoundFace, MODEL_ID};
 use crate::hw::Frame;
 
-/// Cosine similarity at or above which `compare` calls two faces the same person. Measured
-/// on the test photos (`tests/face_photos.rs`, BENCHMARKS.md "Face accuracy"): every
-/// impostor pair scored below it with margin.
-pub const COMPARE_THRESHOLD: f32 = 0.45;
+/// Cosine similarity at or above which `compare` calls two faces the same person: the
+/// agent's default `face.threshold`.
+pub const COMPARE_THRESHOLD: f32 = crate::face::DEFAULT_THRESHOLD;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
@@ -177,27 +176,7 @@ pub fn enroll(
                 .map_err(|e| CliError::bad(format!("--card {c}"), e.to_string()))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let mut faces = Vec::with_capacity(photos.len());
-    for path in photos {
-        let img = load_photo(engine, path)?;
-        let dets = engine.detect(&img)?;
-        match dets.as_slice() {
-            [d] => faces.push(FaceEmbedding {
-                model: MODEL_ID.to_string(),
-                vector: engine.embed(&img, d)?,
-            }),
-            [] => return Err(CliError::bad(path.display(), "no face found")),
-            many => {
-                return Err(CliError::bad(
-                    path.display(),
-                    format!(
-                        "{} faces found; an enrolment photo must show only the user",
-                        many.len()
-                    ),
-                ))
-            }
-        }
-    }
+    let faces = super::agent::enrolment(engine, photos)?;
     Ok(User {
         id: id.to_string(),
         name: name.to_string(),
