@@ -103,6 +103,10 @@ pub struct FaceConfig {
     /// 160 to 1920 (a multiple of 32). Default 640.
     #[serde(default = "default_working_size")]
     pub working_size: u32,
+    /// Threads OpenCV may use for one frame, 0 to 16; 0 = every core but one, so cards and
+    /// the door never wait for a face. Default 0.
+    #[serde(default)]
+    pub threads: u32,
 }
 
 fn default_models_dir() -> PathBuf {
@@ -145,6 +149,7 @@ impl Default for FaceConfig {
             crowd_ratio: default_crowd_ratio(),
             detect_score: default_detect_score(),
             working_size: default_working_size(),
+            threads: 0,
         }
     }
 }
@@ -188,6 +193,7 @@ impl FaceConfig {
         in_range("face.crowd_ratio", self.crowd_ratio, 0.1, 1.0)?;
         in_range("face.detect_score", self.detect_score, 0.5, 0.99)?;
         in_range("face.working_size", self.working_size, 160, 1920)?;
+        in_range("face.threads", self.threads, 0, 16)?;
         if !self.working_size.is_multiple_of(32) {
             return Err(invalid(
                 "face.working_size",

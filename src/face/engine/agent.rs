@@ -38,6 +38,17 @@ impl Recognizer for Recognising {
 }
 
 pub fn engine(face: &FaceConfig) -> Result<FaceEngine, FaceError> {
+    // OpenCV's dnn spreads a frame over every core. At the door the reader, the door loop and
+    // the MQTT link must never wait for a face: leave them a core.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = match face.threads {
+        0 => cores.saturating_sub(1).max(1),
+        n => n as usize,
+    };
+    super::cv(
+        opencv::core::set_num_threads(threads as i32),
+        "setting OpenCV's thread count",
+    )?;
     FaceEngine::load(
         &face.models_dir,
         EngineOptions {
