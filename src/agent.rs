@@ -53,6 +53,7 @@ pub enum AgentError {
 /// A started agent. Stop it with `stop` (graceful) or `crash` (abrupt, for simulation).
 pub struct Agent {
     cancel: CancellationToken,
+    thread_cancel: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
     link: Option<(JoinHandle<()>, CancellationToken)>,
     threads: Vec<std::thread::JoinHandle<()>>,
@@ -122,6 +123,10 @@ impl Agent {
             watch::channel(Arc::new(UserIndex::build(users.iter().cloned())));
 
         let cancel = CancellationToken::new();
+        // The threads (reader, inputs, camera) have their own token: a simulated crash must
+        // stop them without the tasks ever seeing a cancellation (a task still mid-poll would
+        // take it as a graceful stop and lock the door, which a kill never does).
+        let thread_cancel = CancellationToken::new();
         let (present_tx, present_rx) = mpsc::channel(16);
         let (event_tx, event_rx) = mpsc::channel(256);
         // Unbounded, yet bounded in practice: updates are acknowledged only once applied, so
@@ -141,7 +146,7 @@ impl Agent {
             };
             threads.push(
                 reader_loop
-                    .spawn(r, present_tx, reporter.clone(), cancel.clone())
+                    .spawn(r, present_tx, reporter.clone(), thread_cancel.clone())
                     .map_err(AgentError::Thread)?,
             );
         }
@@ -158,7 +163,7 @@ impl Agent {
                     settle,
                     input_tx,
                     reporter.clone(),
-                    cancel.clone(),
+                    thread_cancel.clone(),
                 )
                 .map_err(AgentError::Thread)?,
             );
@@ -188,7 +193,7 @@ impl Agent {
                                 index_rx.clone(),
                                 face_tx,
                                 reporter.clone(),
-                                cancel.clone(),
+                                thread_cancel.clone(),
                             )
                             .map_err(AgentError::Thread)?,
                     ),
@@ -278,6 +283,7 @@ impl Agent {
         ));
         Ok(Agent {
             cancel,
+            thread_cancel,
             tasks,
             link: Some((link, link_cancel)),
             threads,
@@ -295,6 +301,7 @@ impl Agent {
     /// outbox, the MQTT session says goodbye.
     pub async fn stop(mut self) {
         self.cancel.cancel();
+        self.thread_cancel.cancel();
         let bounded = |task: JoinHandle<()>| async move {
             if tokio::time::timeout(Duration::from_secs(5), task)
                 .await
@@ -325,7 +332,9 @@ impl Agent {
             task.abort();
         }
         // The threads are the only things not owned by a task; they must not outlive us.
-        self.cancel.cancel();
+        // Only their token: the tasks' token would look like a graceful stop to a task that
+        // is still finishing its current poll.
+        self.thread_cancel.cancel();
     }
 }
 
