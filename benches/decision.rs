@@ -8,10 +8,12 @@ use std::collections::{BTreeMap, HashSet};
 use std::hint::black_box;
 use std::time::Duration;
 
-use acceso::access::{decide_card, Decision, UserIndex};
+use acceso::access::{decide_card, DoorRules, Judgement, UntrustedClock, UserIndex};
+use acceso::clock::WallTime;
 use acceso::config::DoorMode;
 use acceso_protocol::{CardUid, Reason, User};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, SamplingMode};
+use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp};
 
 const USERS: usize = 10_000;
@@ -124,6 +126,8 @@ fn population(rng: &mut Rng, taken: &mut HashSet<CardUid>) -> Vec<User> {
                 valid_from,
                 valid_until,
                 doors,
+                schedule: vec![],
+                two_factor: false,
             }
         })
         .collect()
@@ -158,14 +162,14 @@ fn fixture() -> Fixture {
         .cards[0]
         .clone();
     assert_eq!(
-        decide_card(&index, &granted, DOOR, DoorMode::Card, now()).reason,
-        Reason::Granted
+        decide_card(&index, &granted, &rules(), at(now())).reason(),
+        Some(Reason::Granted)
     );
 
     let unknown = fresh_card(&mut rng, &mut taken, 7);
     assert_eq!(
-        decide_card(&index, &unknown, DOOR, DoorMode::Card, now()).reason,
-        Reason::UnknownCard
+        decide_card(&index, &unknown, &rules(), at(now())).reason(),
+        Some(Reason::UnknownCard)
     );
 
     // Every tenth slot unknown (102 of 1,024), the rest a random card of a random user.
@@ -185,7 +189,7 @@ fn fixture() -> Fixture {
     }
     let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
     for uid in &mixed {
-        let reason = decide_card(&index, uid, DOOR, DoorMode::Card, now()).reason;
+        let reason = decide_card(&index, uid, &rules(), at(now())).reason();
         *reasons.entry(format!("{reason:?}")).or_default() += 1;
     }
     assert_eq!(reasons.get("UnknownCard"), Some(&102));
@@ -205,28 +209,45 @@ fn fixture() -> Fixture {
     }
 }
 
-fn decide(index: &UserIndex, uid: &CardUid, now: Timestamp) -> Decision {
+/// The benchmarked door: card only, UTC, the default clock policy.
+fn rules() -> DoorRules {
+    DoorRules {
+        name: DOOR.into(),
+        mode: DoorMode::Card,
+        time_zone: TimeZone::UTC,
+        untrusted_clock: UntrustedClock::DenyRestricted,
+    }
+}
+
+fn at(time: Timestamp) -> WallTime {
+    WallTime {
+        time,
+        trusted: true,
+    }
+}
+
+fn decide(index: &UserIndex, uid: &CardUid, door: &DoorRules, now: WallTime) -> Judgement {
     decide_card(
         black_box(index),
         black_box(uid),
-        black_box(DOOR),
-        DoorMode::Card,
+        black_box(door),
         black_box(now),
     )
 }
 
 fn benches(c: &mut Criterion) {
     let f = fixture();
-    let now = now();
+    let now = at(now());
+    let door = rules();
 
     let mut group = c.benchmark_group("decide");
 
     group.bench_function("granted_known_card", |b| {
-        b.iter(|| decide(&f.index, &f.granted, now))
+        b.iter(|| decide(&f.index, &f.granted, &door, now))
     });
 
     group.bench_function("unknown_card", |b| {
-        b.iter(|| decide(&f.index, &f.unknown, now))
+        b.iter(|| decide(&f.index, &f.unknown, &door, now))
     });
 
     // The path as the reader gives it: raw UID bytes -> CardUid -> decision (the UID's Vec, the
@@ -237,13 +258,7 @@ fn benches(c: &mut Criterion) {
         b.iter(|| {
             let uid =
                 CardUid::from_bytes(black_box(&raw)).expect("a known card's bytes are a valid UID");
-            decide_card(
-                black_box(&f.index),
-                &uid,
-                black_box(DOOR),
-                DoorMode::Card,
-                black_box(now),
-            )
+            decide_card(black_box(&f.index), &uid, black_box(&door), black_box(now))
         })
     });
 
@@ -253,7 +268,7 @@ fn benches(c: &mut Criterion) {
         b.iter(|| {
             let uid = &f.mixed[next % MIXED_LEN];
             next = next.wrapping_add(1);
-            decide(&f.index, uid, now)
+            decide(&f.index, uid, &door, now)
         })
     });
 

@@ -53,6 +53,8 @@ fn users(embeddings: usize, rng: &mut Rng) -> Vec<Arc<User>> {
                 valid_from: None,
                 valid_until: None,
                 doors: None,
+                schedule: vec![],
+                two_factor: false,
             })
         })
         .collect()

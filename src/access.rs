@@ -7,8 +7,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use acceso_protocol::schedule::in_schedule;
 use acceso_protocol::{CardUid, Outcome, Reason, User};
-use jiff::Timestamp;
+use jiff::tz::TimeZone;
+
+use crate::clock::WallTime;
 
 use crate::config::DoorMode;
 use crate::face::index::FaceIndex;
@@ -64,65 +67,139 @@ pub struct Decision {
     pub user_id: Option<String>,
 }
 
-/// Decides a card presented at `door` (which takes `mode`) at wall-clock time `now`.
-pub fn decide_card(
-    index: &UserIndex,
-    uid: &CardUid,
-    door: &str,
-    mode: DoorMode,
-    now: Timestamp,
-) -> Decision {
+impl Decision {
+    fn new(reason: Reason, user_id: Option<String>) -> Decision {
+        Decision {
+            outcome: reason.outcome(),
+            reason,
+            user_id,
+        }
+    }
+}
+
+/// What one credential comes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Judgement {
+    /// Decided (granted or denied).
+    Final(Decision),
+    /// This user passed every rule with this credential, and must show the other one too
+    /// (a `card_and_face` door, or a user who needs two factors everywhere).
+    FirstFactor { user_id: String },
+}
+
+impl Judgement {
+    /// The reason of a final decision; `None` while a second factor is awaited.
+    pub fn reason(&self) -> Option<Reason> {
+        match self {
+            Judgement::Final(d) => Some(d.reason),
+            Judgement::FirstFactor { .. } => None,
+        }
+    }
+}
+
+/// What to do with an untrusted clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UntrustedClock {
+    /// Users whose access depends on the time (a validity window or a schedule) are denied
+    /// `clock_untrusted`; users without such a restriction are decided as usual.
+    #[default]
+    DenyRestricted,
+    /// Decide by the clock as it is, trusted or not (the event still says `time_trusted`).
+    Allow,
+}
+
+/// The door a decision is made at: everything about it the rules need.
+#[derive(Debug, Clone)]
+pub struct DoorRules {
+    pub name: String,
+    pub mode: DoorMode,
+    /// Schedules are in this zone's local time.
+    pub time_zone: TimeZone,
+    pub untrusted_clock: UntrustedClock,
+}
+
+impl DoorRules {
+    /// Whether both kinds of credential can be read here.
+    fn reads_both(&self) -> bool {
+        matches!(self.mode, DoorMode::CardOrFace | DoorMode::CardAndFace)
+    }
+}
+
+/// Decides a card presented at `door` at wall-clock time `now`.
+pub fn decide_card(index: &UserIndex, uid: &CardUid, door: &DoorRules, now: WallTime) -> Judgement {
     let user = index.user_by_card(uid);
-    if mode == DoorMode::Face {
+    if door.mode == DoorMode::Face {
         // Still name the card's holder: the operator sees who tried the wrong credential.
-        return Decision {
-            outcome: Outcome::Denied,
-            reason: Reason::MethodNotAllowed,
-            user_id: user.map(|u| u.id.clone()),
-        };
+        return Judgement::Final(Decision::new(
+            Reason::MethodNotAllowed,
+            user.map(|u| u.id.clone()),
+        ));
     }
     let Some(user) = user else {
-        return Decision {
-            outcome: Outcome::Denied,
-            reason: Reason::UnknownCard,
-            user_id: None,
-        };
+        return Judgement::Final(Decision::new(Reason::UnknownCard, None));
     };
-    let reason = user_reason(user, door, now);
-    Decision {
-        outcome: reason.outcome(),
-        reason,
-        user_id: Some(user.id.clone()),
-    }
+    judge(user, door, now)
 }
 
 /// Decides a face accepted as `user` (by the matcher; `None`: a face accepted as nobody's) at
-/// `door` (which takes `mode`) at wall-clock time `now`.
-pub fn decide_face(user: Option<&User>, door: &str, mode: DoorMode, now: Timestamp) -> Decision {
-    let reason = match user {
-        _ if !matches!(mode, DoorMode::Face | DoorMode::CardOrFace) => Reason::MethodNotAllowed,
-        None => Reason::UnknownFace,
-        Some(user) => user_reason(user, door, now),
-    };
-    Decision {
-        outcome: reason.outcome(),
-        reason,
-        user_id: user.map(|u| u.id.clone()),
+/// `door` at wall-clock time `now`.
+pub fn decide_face(user: Option<&User>, door: &DoorRules, now: WallTime) -> Judgement {
+    if door.mode == DoorMode::Card {
+        return Judgement::Final(Decision::new(
+            Reason::MethodNotAllowed,
+            user.map(|u| u.id.clone()),
+        ));
     }
+    let Some(user) = user else {
+        return Judgement::Final(Decision::new(Reason::UnknownFace, None));
+    };
+    judge(user, door, now)
+}
+
+/// The rules, then whether a second factor is needed.
+fn judge(user: &User, door: &DoorRules, now: WallTime) -> Judgement {
+    let reason = user_reason(user, door, now);
+    let id = Some(user.id.clone());
+    if reason != Reason::Granted {
+        return Judgement::Final(Decision::new(reason, id));
+    }
+    if door.mode == DoorMode::CardAndFace || user.two_factor {
+        if door.reads_both() {
+            return Judgement::FirstFactor {
+                user_id: user.id.clone(),
+            };
+        }
+        // Needs a card and a face, at a door that reads only one of them.
+        return Judgement::Final(Decision::new(Reason::SecondFactorMissing, id));
+    }
+    Judgement::Final(Decision::new(Reason::Granted, id))
 }
 
 /// Whether a known user may pass here and now; the first failing rule gives the reason.
-fn user_reason(user: &User, door: &str, now: Timestamp) -> Reason {
+fn user_reason(user: &User, door: &DoorRules, now: WallTime) -> Reason {
     if !user.enabled {
         return Reason::UserDisabled;
     }
-    if user.valid_from.is_some_and(|from| now < from) {
+    if !now.trusted
+        && door.untrusted_clock == UntrustedClock::DenyRestricted
+        && user.time_restricted()
+    {
+        return Reason::ClockUntrusted;
+    }
+    if user.valid_from.is_some_and(|from| now.time < from) {
         return Reason::NotYetValid;
     }
-    if user.valid_until.is_some_and(|until| now >= until) {
+    if user.valid_until.is_some_and(|until| now.time >= until) {
         return Reason::Expired;
     }
-    if !user.allowed_at(door) {
+    if !user.schedule.is_empty() {
+        let local = door.time_zone.to_datetime(now.time);
+        if !in_schedule(&user.schedule, local.weekday(), local.time()) {
+            return Reason::OutsideSchedule;
+        }
+    }
+    if !user.allowed_at(&door.name) {
         return Reason::DoorNotAllowed;
     }
     Reason::Granted
@@ -131,6 +208,8 @@ fn user_reason(user: &User, door: &str, now: Timestamp) -> Reason {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use acceso_protocol::TimeRange;
+    use jiff::Timestamp;
 
     fn user(id: &str, card: &str) -> User {
         User {
@@ -142,6 +221,17 @@ mod tests {
             valid_from: None,
             valid_until: None,
             doors: None,
+            schedule: vec![],
+            two_factor: false,
+        }
+    }
+
+    fn door(mode: DoorMode) -> DoorRules {
+        DoorRules {
+            name: "front".into(),
+            mode,
+            time_zone: TimeZone::get("Europe/Berlin").unwrap(),
+            untrusted_clock: UntrustedClock::DenyRestricted,
         }
     }
 
@@ -149,99 +239,282 @@ mod tests {
         s.parse().unwrap()
     }
 
-    fn decide(index: &UserIndex, card: &str, door: &str, now: &str) -> (Outcome, Reason) {
-        let d = decide_card(index, &card.parse().unwrap(), door, DoorMode::Card, at(now));
-        (d.outcome, d.reason)
+    fn trusted(s: &str) -> WallTime {
+        WallTime {
+            time: at(s),
+            trusted: true,
+        }
+    }
+
+    fn reason(j: Judgement) -> Reason {
+        match j {
+            Judgement::Final(d) => d.reason,
+            Judgement::FirstFactor { .. } => panic!("waits for a second factor: {j:?}"),
+        }
+    }
+
+    fn card_reason(u: &User, door: &DoorRules, now: WallTime) -> Reason {
+        let index = UserIndex::build([u.clone()]);
+        reason(decide_card(&index, &u.cards[0], door, now))
     }
 
     const NOW: &str = "2026-06-01T12:00:00Z";
 
+    fn schedule(json: &str) -> Vec<TimeRange> {
+        serde_json::from_str(json).unwrap()
+    }
+
     #[test]
-    fn known_enabled_user_is_granted_and_named() {
+    fn known_enabled_user_is_granted_and_named_unknown_card_is_denied_without_one() {
         let index = UserIndex::build([user("ana", "DEADBEEF")]);
-        let d = decide_card(
+        let front = door(DoorMode::Card);
+        let got = decide_card(
             &index,
             &"de:ad:be:ef".parse().unwrap(),
-            "front",
-            DoorMode::Card,
-            at(NOW),
+            &front,
+            trusted(NOW),
         );
-        assert_eq!(d.outcome, Outcome::Granted);
-        assert_eq!(d.reason, Reason::Granted);
-        assert_eq!(d.user_id.as_deref(), Some("ana"));
-    }
-
-    #[test]
-    fn unknown_card_is_denied_without_a_user() {
-        let index = UserIndex::build([user("ana", "DEADBEEF")]);
-        let d = decide_card(
-            &index,
-            &"01020304".parse().unwrap(),
-            "front",
-            DoorMode::Card,
-            at(NOW),
-        );
+        let expected = Decision::new(Reason::Granted, Some("ana".into()));
+        assert_eq!(got, Judgement::Final(expected));
+        assert_eq!(got_outcome(&got), Outcome::Granted);
+        let got = decide_card(&index, &"01020304".parse().unwrap(), &front, trusted(NOW));
         assert_eq!(
-            (d.outcome, d.reason),
-            (Outcome::Denied, Reason::UnknownCard)
+            got,
+            Judgement::Final(Decision::new(Reason::UnknownCard, None))
         );
-        assert_eq!(d.user_id, None);
+        assert_eq!(got_outcome(&got), Outcome::Denied);
     }
 
-    #[test]
-    fn disabled_user_is_denied() {
-        let mut u = user("ana", "DEADBEEF");
-        u.enabled = false;
-        let index = UserIndex::build([u]);
-        assert_eq!(
-            decide(&index, "DEADBEEF", "front", NOW),
-            (Outcome::Denied, Reason::UserDisabled)
-        );
-    }
-
-    #[test]
-    fn validity_window_is_inclusive_start_exclusive_end() {
-        let mut u = user("ana", "DEADBEEF");
-        u.valid_from = Some(at("2026-06-01T00:00:00Z"));
-        u.valid_until = Some(at("2026-07-01T00:00:00Z"));
-        let index = UserIndex::build([u]);
-        let cases = [
-            ("2026-05-31T23:59:59Z", Reason::NotYetValid),
-            ("2026-06-01T00:00:00Z", Reason::Granted),
-            ("2026-06-30T23:59:59Z", Reason::Granted),
-            ("2026-07-01T00:00:00Z", Reason::Expired),
-        ];
-        for (now, reason) in cases {
-            assert_eq!(decide(&index, "DEADBEEF", "front", now).1, reason, "{now}");
+    fn got_outcome(j: &Judgement) -> Outcome {
+        match j {
+            Judgement::Final(d) => d.outcome,
+            Judgement::FirstFactor { .. } => panic!("not final"),
         }
     }
 
+    /// Validity window edges and the order of the rules.
     #[test]
-    fn door_list_is_enforced() {
-        let mut u = user("ana", "DEADBEEF");
-        u.doors = Some(vec!["lab".into()]);
-        let index = UserIndex::build([u]);
-        assert_eq!(
-            decide(&index, "DEADBEEF", "front", NOW),
-            (Outcome::Denied, Reason::DoorNotAllowed)
+    fn validity_edges_door_lists_and_rule_order() {
+        let mut windowed = user("ana", "DEADBEEF");
+        windowed.valid_from = Some(at("2026-06-01T00:00:00Z"));
+        windowed.valid_until = Some(at("2026-07-01T00:00:00Z"));
+        let mut lab_only = user("bo", "01020304");
+        lab_only.doors = Some(vec!["lab".into()]);
+        let mut nowhere = user("cy", "0A0B0C0D");
+        nowhere.doors = Some(vec![]);
+        let mut disabled_everything = windowed.clone();
+        disabled_everything.enabled = false;
+        disabled_everything.doors = Some(vec![]);
+        let front = door(DoorMode::Card);
+        let mut lab = door(DoorMode::Card);
+        lab.name = "lab".into();
+        let cases: [(&User, &DoorRules, &str, Reason); 9] = [
+            (
+                &windowed,
+                &front,
+                "2026-05-31T23:59:59Z",
+                Reason::NotYetValid,
+            ),
+            (&windowed, &front, "2026-06-01T00:00:00Z", Reason::Granted),
+            (
+                &windowed,
+                &front,
+                "2026-06-30T23:59:59.999Z",
+                Reason::Granted,
+            ),
+            (&windowed, &front, "2026-07-01T00:00:00Z", Reason::Expired),
+            (&lab_only, &front, NOW, Reason::DoorNotAllowed),
+            (&lab_only, &lab, NOW, Reason::Granted),
+            (&nowhere, &lab, NOW, Reason::DoorNotAllowed),
+            (
+                &disabled_everything,
+                &front,
+                "2020-01-01T00:00:00Z",
+                Reason::UserDisabled,
+            ),
+            (&disabled_everything, &front, NOW, Reason::UserDisabled),
+        ];
+        for (i, (u, d, now, want)) in cases.into_iter().enumerate() {
+            assert_eq!(
+                card_reason(u, d, trusted(now)),
+                want,
+                "case {i}: {} at {now}",
+                u.id
+            );
+        }
+    }
+
+    /// Weekday 07:00-19:00 and a Friday night shift, in Berlin time, across both daylight
+    /// saving changes of 2026 (29 March 02:00 -> 03:00, 25 October 03:00 -> 02:00).
+    #[test]
+    fn schedules_at_their_edges_over_midnight_and_through_daylight_saving() {
+        let mut staff = user("staff", "DEADBEEF");
+        staff.schedule = schedule(
+            r#"[{"days":["mon","tue","wed","thu","fri"],"from":"07:00","until":"19:00"}]"#,
         );
+        let mut night = user("night", "01020304");
+        night.schedule = schedule(r#"[{"days":["fri","sat"],"from":"22:00","until":"06:00"}]"#);
+        let mut early = user("early", "0A0B0C0D");
+        early.schedule = schedule(r#"[{"days":["sun"],"from":"01:00","until":"04:00"}]"#);
+        let front = door(DoorMode::Card);
+        let cases: [(&User, &str, Reason); 22] = [
+            // Monday 1 June 2026 (CEST, UTC+2): 07:00 local is 05:00Z.
+            (&staff, "2026-06-01T04:59:59Z", Reason::OutsideSchedule),
+            (&staff, "2026-06-01T05:00:00Z", Reason::Granted),
+            (&staff, "2026-06-01T16:59:59Z", Reason::Granted),
+            (&staff, "2026-06-01T17:00:00Z", Reason::OutsideSchedule),
+            // Saturday 6 June: not a listed day.
+            (&staff, "2026-06-06T10:00:00Z", Reason::OutsideSchedule),
+            // Winter (CET, UTC+1): 07:00 local is 06:00Z on Monday 12 January.
+            (&staff, "2026-01-12T05:59:59Z", Reason::OutsideSchedule),
+            (&staff, "2026-01-12T06:00:00Z", Reason::Granted),
+            // Friday 5 June 22:00 local (20:00Z) to Saturday 06:00 (04:00Z), and Saturday's
+            // own night into Sunday; Sunday night is not listed.
+            (&night, "2026-06-05T19:59:59Z", Reason::OutsideSchedule),
+            (&night, "2026-06-05T20:00:00Z", Reason::Granted),
+            (&night, "2026-06-05T22:00:00Z", Reason::Granted), // midnight local
+            (&night, "2026-06-06T03:59:59Z", Reason::Granted),
+            (&night, "2026-06-06T04:00:00Z", Reason::OutsideSchedule),
+            (&night, "2026-06-07T03:00:00Z", Reason::Granted), // Sunday 05:00, Saturday's night
+            (&night, "2026-06-08T01:00:00Z", Reason::OutsideSchedule), // Monday 03:00
+            // Spring forward, Sunday 29 March: 01:00 CET = 00:00Z; 02:00-03:00 does not exist;
+            // 04:00 CEST = 02:00Z. The range lasts two real hours that day.
+            (&early, "2026-03-28T23:59:59Z", Reason::OutsideSchedule),
+            (&early, "2026-03-29T00:00:00Z", Reason::Granted),
+            (&early, "2026-03-29T01:00:00Z", Reason::Granted), // 03:00 CEST
+            (&early, "2026-03-29T02:00:00Z", Reason::OutsideSchedule),
+            // Fall back, Sunday 25 October: 01:00 CEST = 23:00Z Saturday; 02:00-03:00 happens
+            // twice; 04:00 CET = 03:00Z. The range lasts four real hours that day.
+            (&early, "2026-10-24T22:59:59Z", Reason::OutsideSchedule),
+            (&early, "2026-10-24T23:00:00Z", Reason::Granted),
+            (&early, "2026-10-25T02:59:59Z", Reason::Granted), // 03:59:59 CET
+            (&early, "2026-10-25T03:00:00Z", Reason::OutsideSchedule),
+        ];
+        for (i, (u, now, want)) in cases.into_iter().enumerate() {
+            assert_eq!(
+                card_reason(u, &front, trusted(now)),
+                want,
+                "case {i}: {} at {now}",
+                u.id
+            );
+        }
+    }
+
+    /// Every door mode against every credential, for a one-factor and a two-factor user.
+    #[test]
+    fn every_door_mode_takes_the_credentials_it_should() {
+        let ana = user("ana", "DEADBEEF");
+        let mut two = user("two", "01020304");
+        two.two_factor = true;
+        let first = |id: &str| Judgement::FirstFactor { user_id: id.into() };
+        let fin = |r: Reason, id: &str| Judgement::Final(Decision::new(r, Some(id.into())));
+        let index = UserIndex::build([ana.clone(), two.clone()]);
+        let now = trusted(NOW);
+        use DoorMode::*;
+        let cases = [
+            (
+                Card,
+                &ana,
+                fin(Reason::Granted, "ana"),
+                fin(Reason::MethodNotAllowed, "ana"),
+            ),
+            (
+                Face,
+                &ana,
+                fin(Reason::MethodNotAllowed, "ana"),
+                fin(Reason::Granted, "ana"),
+            ),
+            (
+                CardOrFace,
+                &ana,
+                fin(Reason::Granted, "ana"),
+                fin(Reason::Granted, "ana"),
+            ),
+            (CardAndFace, &ana, first("ana"), first("ana")),
+            (
+                Card,
+                &two,
+                fin(Reason::SecondFactorMissing, "two"),
+                fin(Reason::MethodNotAllowed, "two"),
+            ),
+            (
+                Face,
+                &two,
+                fin(Reason::MethodNotAllowed, "two"),
+                fin(Reason::SecondFactorMissing, "two"),
+            ),
+            (CardOrFace, &two, first("two"), first("two")),
+            (CardAndFace, &two, first("two"), first("two")),
+        ];
+        for (mode, u, by_card, by_face) in cases {
+            let d = door(mode);
+            assert_eq!(
+                decide_card(&index, &u.cards[0], &d, now),
+                by_card,
+                "{mode:?} card {}",
+                u.id
+            );
+            assert_eq!(
+                decide_face(Some(u), &d, now),
+                by_face,
+                "{mode:?} face {}",
+                u.id
+            );
+        }
+        // A face accepted as nobody's.
         assert_eq!(
-            decide(&index, "DEADBEEF", "lab", NOW),
-            (Outcome::Granted, Reason::Granted)
+            reason(decide_face(None, &door(CardOrFace), now)),
+            Reason::UnknownFace
+        );
+        // A second factor never skips the rules: a disabled two-factor user is denied at once.
+        let mut off = two.clone();
+        off.enabled = false;
+        assert_eq!(
+            reason(decide_face(Some(&off), &door(CardAndFace), now)),
+            Reason::UserDisabled
         );
     }
 
+    /// An untrusted clock: restricted users are denied `clock_untrusted` (or decided as usual
+    /// when the door allows it); unrestricted users are never locked out.
     #[test]
-    fn disabled_wins_over_every_other_reason() {
-        let mut u = user("ana", "DEADBEEF");
-        u.enabled = false;
-        u.valid_until = Some(at("2020-01-01T00:00:00Z"));
-        u.doors = Some(vec![]);
-        let index = UserIndex::build([u]);
-        assert_eq!(
-            decide(&index, "DEADBEEF", "front", NOW).1,
-            Reason::UserDisabled
-        );
+    fn an_untrusted_clock_denies_only_time_restricted_users() {
+        let plain = user("plain", "DEADBEEF");
+        let mut windowed = user("windowed", "01020304");
+        windowed.valid_until = Some(at("2030-01-01T00:00:00Z"));
+        let mut scheduled = user("scheduled", "0A0B0C0D");
+        scheduled.schedule = schedule(r#"[{"days":["mon"],"from":"00:00","until":"24:00"}]"#);
+        let mut lab_only = user("lab", "0B0B0B0B");
+        lab_only.doors = Some(vec!["lab".into()]);
+        let deny = door(DoorMode::Card);
+        let mut allow = door(DoorMode::Card);
+        allow.untrusted_clock = UntrustedClock::Allow;
+        // Monday, but the clock may be wrong: a Pi that booted at 1970 or last week.
+        for time in ["2026-06-01T12:00:00Z", "1970-01-05T12:00:00Z"] {
+            let untrusted = WallTime {
+                time: at(time),
+                trusted: false,
+            };
+            assert_eq!(
+                card_reason(&plain, &deny, untrusted),
+                Reason::Granted,
+                "{time}"
+            );
+            assert_eq!(
+                card_reason(&windowed, &deny, untrusted),
+                Reason::ClockUntrusted
+            );
+            assert_eq!(
+                card_reason(&scheduled, &deny, untrusted),
+                Reason::ClockUntrusted
+            );
+            assert_eq!(
+                card_reason(&lab_only, &deny, untrusted),
+                Reason::DoorNotAllowed
+            );
+            assert_eq!(card_reason(&scheduled, &allow, untrusted), Reason::Granted);
+            assert_eq!(card_reason(&windowed, &allow, untrusted), Reason::Granted);
+        }
     }
 
     #[test]
@@ -251,46 +524,5 @@ mod tests {
         let index = UserIndex::build([user("ana", "DEADBEEF"), two]);
         assert_eq!(index.user_count(), 2);
         assert_eq!(index.card_count(), 3);
-    }
-
-    #[test]
-    fn the_door_mode_decides_which_credentials_count() {
-        let index = UserIndex::build([user("ana", "DEADBEEF")]);
-        let uid = "DEADBEEF".parse().unwrap();
-        let ana = index.user_by_card(&uid).unwrap();
-        let card = |mode| {
-            let d = decide_card(&index, &uid, "front", mode, at(NOW));
-            (d.reason, d.user_id)
-        };
-        let face = |user, mode| decide_face(user, "front", mode, at(NOW)).reason;
-        let named = Some("ana".to_string());
-        assert_eq!(card(DoorMode::Card), (Reason::Granted, named.clone()));
-        assert_eq!(card(DoorMode::CardOrFace), (Reason::Granted, named.clone()));
-        assert_eq!(card(DoorMode::Face), (Reason::MethodNotAllowed, named));
-        assert_eq!(face(Some(ana), DoorMode::Face), Reason::Granted);
-        assert_eq!(face(Some(ana), DoorMode::CardOrFace), Reason::Granted);
-        assert_eq!(face(Some(ana), DoorMode::Card), Reason::MethodNotAllowed);
-        assert_eq!(face(None, DoorMode::Face), Reason::UnknownFace);
-    }
-
-    #[test]
-    fn a_recognised_face_passes_the_same_rules_as_a_card() {
-        let mut u = user("ana", "DEADBEEF");
-        u.doors = Some(vec!["lab".into()]);
-        u.valid_until = Some(at("2026-07-01T00:00:00Z"));
-        let d = decide_face(Some(&u), "lab", DoorMode::Face, at(NOW));
-        assert_eq!(
-            (d.reason, d.user_id.as_deref()),
-            (Reason::Granted, Some("ana"))
-        );
-        let later = at("2026-07-01T00:00:00Z");
-        assert_eq!(
-            decide_face(Some(&u), "lab", DoorMode::Face, later).reason,
-            Reason::Expired
-        );
-        assert_eq!(
-            decide_face(Some(&u), "front", DoorMode::Face, at(NOW)).reason,
-            Reason::DoorNotAllowed
-        );
     }
 }

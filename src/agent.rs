@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::access::UserIndex;
+use crate::access::{DoorRules, UserIndex};
 use crate::clock::Clock;
 use crate::cloud::{run_link, run_updates, LinkSettings};
 use crate::config::Config;
@@ -170,7 +170,7 @@ impl Agent {
         }
 
         let (face_tx, face_rx) = mpsc::channel(4);
-        let faces_wanted = matches!(config.door.mode, DoorMode::Face | DoorMode::CardOrFace);
+        let faces_wanted = config.door.mode != DoorMode::Card;
         match (faces_wanted, camera) {
             (false, _) => {}
             (true, None) => reporter.health(
@@ -228,8 +228,16 @@ impl Agent {
 
         let decider = Decider {
             device: config.device_id.clone(),
-            door: config.door.name.clone(),
-            mode: config.door.mode,
+            rules: DoorRules {
+                name: config.door.name.clone(),
+                mode: config.door.mode,
+                // Checked by `Config::validate`; the system zone if it went missing since.
+                time_zone: config.door.zone().unwrap_or_else(|e| {
+                    tracing::error!("door.time_zone {e}; schedules use the system time zone");
+                    jiff::tz::TimeZone::system()
+                }),
+                untrusted_clock: config.door.untrusted_clock,
+            },
             boot_id: boot_id(),
             clock,
             index: index_rx,
@@ -250,6 +258,7 @@ impl Agent {
                     inputs: input_rx,
                     events: event_tx,
                     reporter: reporter.clone(),
+                    two_factor_window: Duration::from_millis(config.door.two_factor_ms),
                 }
                 .run(cancel.clone()),
             ),

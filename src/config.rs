@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 mod face;
+pub use crate::access::UntrustedClock;
 pub use face::{CameraBackend, CameraConfig, FaceConfig};
 
 #[derive(Debug, thiserror::Error)]
@@ -100,8 +101,9 @@ pub struct DoorConfig {
     /// How long the lock stays open after a grant, in milliseconds, 200 to 60000. Default 3000.
     #[serde(default = "default_unlock_ms")]
     pub unlock_ms: u64,
-    /// Which credentials open the door: `card`, `face` (needs a camera) or `card_or_face`
-    /// (either one). `card_and_face` (both) is not supported yet. Default `card`.
+    /// Which credentials open the door: `card`, `face`, `card_or_face` (either one) or
+    /// `card_and_face` (both, of the same user, within `two_factor_ms`, either order). Every
+    /// mode but `card` needs a camera. Default `card`.
     #[serde(default)]
     pub mode: DoorMode,
     /// `false` (fail-secure, the default): power off = locked, the relay is energised to unlock.
@@ -117,6 +119,33 @@ pub struct DoorConfig {
     /// Default 30000.
     #[serde(default = "default_held_open_ms")]
     pub held_open_ms: u64,
+    /// The door's IANA time zone (`Europe/Madrid`), the local time of users' schedules.
+    /// Default: the system's time zone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
+    /// While the clock cannot be trusted: `deny_restricted` (users with a validity window or
+    /// a schedule are denied `clock_untrusted`; others are decided as usual) or `allow`
+    /// (decide by the clock as it is). Default `deny_restricted`.
+    #[serde(default)]
+    pub untrusted_clock: UntrustedClock,
+    /// How long the second factor may take after the first (`card_and_face` doors and
+    /// two-factor users), in milliseconds, 1000 to 60000. Default 10000.
+    #[serde(default = "default_two_factor_ms")]
+    pub two_factor_ms: u64,
+}
+
+fn default_two_factor_ms() -> u64 {
+    10_000
+}
+
+impl DoorConfig {
+    /// The door's time zone, as configured or the system's.
+    pub fn zone(&self) -> Result<jiff::tz::TimeZone, String> {
+        match &self.time_zone {
+            None => Ok(jiff::tz::TimeZone::system()),
+            Some(name) => jiff::tz::TimeZone::get(name).map_err(|e| format!("{name:?}: {e}")),
+        }
+    }
 }
 
 fn yes() -> bool {
@@ -444,6 +473,9 @@ impl Config {
                 fail_safe: false,
                 relock_on_close: true,
                 held_open_ms: default_held_open_ms(),
+                time_zone: None,
+                untrusted_clock: UntrustedClock::default(),
+                two_factor_ms: default_two_factor_ms(),
             },
             broker: BrokerConfig::default(),
             reader: ReaderConfig {
@@ -508,25 +540,32 @@ impl Config {
         self.face.validate()?;
         match self.door.mode {
             DoorMode::Card => {}
-            DoorMode::CardAndFace => {
-                return Err(invalid(
-                    "door.mode",
-                    "\"card_and_face\" (two factors) is not supported yet; use \"card\", \"face\" or \"card_or_face\"",
-                ))
-            }
-            DoorMode::Face | DoorMode::CardOrFace if !cfg!(feature = "face") => {
+            DoorMode::Face | DoorMode::CardOrFace | DoorMode::CardAndFace
+                if !cfg!(feature = "face") =>
+            {
                 return Err(invalid(
                     "door.mode",
                     "needs face recognition, which this build leaves out (built without the `face` feature); use \"card\"",
                 ))
             }
-            DoorMode::Face | DoorMode::CardOrFace if self.camera.backend == CameraBackend::None => {
+            DoorMode::Face | DoorMode::CardOrFace | DoorMode::CardAndFace
+                if self.camera.backend == CameraBackend::None =>
+            {
                 return Err(invalid(
                     "door.mode",
                     "needs a camera: set camera.backend (\"v4l2\", \"gstreamer\" or \"sim\")",
                 ))
             }
-            DoorMode::Face | DoorMode::CardOrFace => {}
+            DoorMode::Face | DoorMode::CardOrFace | DoorMode::CardAndFace => {}
+        }
+        if let Err(e) = self.door.zone() {
+            return Err(invalid("door.time_zone", e));
+        }
+        if !(1000..=60_000).contains(&self.door.two_factor_ms) {
+            return Err(invalid(
+                "door.two_factor_ms",
+                format!("{} is outside 1000..=60000", self.door.two_factor_ms),
+            ));
         }
         if self.broker.host.trim().is_empty() {
             return Err(invalid("broker.host", "is empty"));
@@ -727,8 +766,20 @@ mod tests {
             ("[door]\nname = \"f\"\nunlock_ms = 50\n", "door.unlock_ms"),
             ("[door]\nname = \"f\"\nmode = \"face\"\n", "door.mode"),
             (
-                "[door]\nname = \"f\"\nmode = \"card_and_face\"\n[camera]\nbackend = \"sim\"\n",
+                "[door]\nname = \"f\"\nmode = \"card_and_face\"\n",
                 "door.mode",
+            ),
+            (
+                "[door]\nname = \"f\"\ntime_zone = \"Mars/Olympus_Mons\"\n",
+                "door.time_zone",
+            ),
+            (
+                "[door]\nname = \"f\"\ntwo_factor_ms = 10\n",
+                "door.two_factor_ms",
+            ),
+            (
+                "[door]\nname = \"f\"\nuntrusted_clock = \"sometimes\"\n",
+                "untrusted_clock",
             ),
             (
                 "[door]\nname = \"f\"\n[face]\nthreshold = 0.1\n",

@@ -3,17 +3,17 @@
 //! network.
 
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use acceso_protocol::{AccessEvent, CardUid, Method, Outcome, Reason};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::access::{decide_card, decide_face, UserIndex};
-use crate::clock::Clock;
-use crate::config::DoorMode;
+use crate::access::{decide_card, decide_face, DoorRules, Judgement, UserIndex};
+use crate::clock::{Clock, WallTime};
 use crate::door::{DoorAction, DoorMachine, DoorTiming, LockState, Wiring};
 use crate::face::pipeline::FaceSeen;
+use crate::factors::{Factor, TwoFactor, TwoFactorEvent};
 use crate::hw::{HwError, Relay};
 use crate::inputs::InputEvent;
 use crate::observe::{Component, HealthState, Observation, Reporter};
@@ -55,16 +55,30 @@ impl Lock {
 /// Everything an event needs besides what happened.
 pub struct Decider {
     pub device: String,
-    pub door: String,
-    pub mode: DoorMode,
+    pub rules: DoorRules,
     pub boot_id: String,
     pub clock: Arc<dyn Clock>,
     pub index: watch::Receiver<Arc<UserIndex>>,
 }
 
+/// A credential as read: what it is, and when.
+pub enum Credential<'a> {
+    Card(&'a Presentation),
+    Face(&'a FaceSeen),
+}
+
+/// What a credential came to: an event to report now, or a first factor to hold.
+enum Judged {
+    Report(AccessEvent, Observation),
+    FirstFactor(Factor),
+}
+
 impl Decider {
+    /// The event of a decision made at wall-clock time `now`.
+    #[allow(clippy::too_many_arguments)]
     fn event(
         &self,
+        now: WallTime,
         method: Method,
         card_uid: Option<CardUid>,
         user_id: Option<String>,
@@ -72,12 +86,11 @@ impl Decider {
         face_score: Option<f32>,
         since: Instant,
     ) -> (AccessEvent, Observation) {
-        let now = self.clock.now();
         let latency_us = since.elapsed().as_micros() as u64;
         let event = AccessEvent {
             event_id: uuid::Uuid::now_v7().to_string(),
             device: self.device.clone(),
-            door: self.door.clone(),
+            door: self.rules.name.clone(),
             seq: 0, // assigned by the outbox
             boot_id: self.boot_id.clone(),
             time: now.time,
@@ -103,27 +116,88 @@ impl Decider {
         (event, obs)
     }
 
-    fn card(&self, p: &Presentation) -> (AccessEvent, Observation) {
-        let index = self.index.borrow().clone();
-        let d = decide_card(&index, &p.uid, &self.door, self.mode, self.clock.now().time);
-        self.event(
-            Method::Card,
-            Some(p.uid.clone()),
-            d.user_id,
-            d.reason,
-            None,
-            p.at,
-        )
+    /// An event about the door itself or the exit button, now.
+    fn report(&self, method: Method, reason: Reason, since: Instant) -> (AccessEvent, Observation) {
+        self.event(self.clock.now(), method, None, None, reason, None, since)
     }
 
-    fn face(&self, f: &FaceSeen) -> (AccessEvent, Observation) {
-        let d = decide_face(
-            f.user.as_deref(),
-            &self.door,
-            self.mode,
-            self.clock.now().time,
-        );
-        self.event(Method::Face, None, d.user_id, d.reason, f.score, f.at)
+    fn judge(&self, credential: Credential) -> Judged {
+        let index = self.index.borrow().clone();
+        let now = self.clock.now();
+        let (judgement, method, card_uid, face_score, at) = match credential {
+            Credential::Card(p) => (
+                decide_card(&index, &p.uid, &self.rules, now),
+                Method::Card,
+                Some(p.uid.clone()),
+                None,
+                p.at,
+            ),
+            Credential::Face(f) => (
+                decide_face(f.user.as_deref(), &self.rules, now),
+                Method::Face,
+                None,
+                f.score,
+                f.at,
+            ),
+        };
+        match judgement {
+            Judgement::Final(d) => {
+                let (e, o) = self.event(now, method, card_uid, d.user_id, d.reason, face_score, at);
+                Judged::Report(e, o)
+            }
+            Judgement::FirstFactor { user_id } => Judged::FirstFactor(Factor {
+                user_id,
+                method,
+                card_uid,
+                face_score,
+                at,
+            }),
+        }
+    }
+
+    /// The event of a two-factor outcome.
+    fn two_factor(&self, e: TwoFactorEvent) -> (AccessEvent, Observation) {
+        let now = self.clock.now();
+        match e {
+            TwoFactorEvent::Both { card, face } => {
+                let since = card.at.max(face.at);
+                self.event(
+                    now,
+                    Method::CardAndFace,
+                    card.card_uid,
+                    Some(card.user_id),
+                    Reason::Granted,
+                    face.face_score,
+                    since,
+                )
+            }
+            TwoFactorEvent::Mismatch { card, face } => {
+                let since = card.at.max(face.at);
+                tracing::warn!(
+                    "card of {} and face of {} at one door",
+                    card.user_id,
+                    face.user_id
+                );
+                self.event(
+                    now,
+                    Method::CardAndFace,
+                    card.card_uid,
+                    Some(card.user_id),
+                    Reason::FactorsMismatch,
+                    face.face_score,
+                    since,
+                )
+            }
+            TwoFactorEvent::Missing(f) => self.event(
+                now,
+                f.method,
+                f.card_uid,
+                Some(f.user_id),
+                Reason::SecondFactorMissing,
+                f.face_score,
+                f.at,
+            ),
+        }
     }
 }
 
@@ -137,13 +211,18 @@ pub struct Control {
     pub inputs: mpsc::Receiver<InputEvent>,
     pub events: mpsc::Sender<AccessEvent>,
     pub reporter: Reporter,
+    /// A card and a face of one user within this long, on a two-factor door or for a
+    /// two-factor user.
+    pub two_factor_window: Duration,
 }
 
 impl Control {
     pub async fn run(mut self, cancel: CancellationToken) {
         let mut door = DoorMachine::new(self.timing);
+        let mut factors = TwoFactor::new(self.two_factor_window);
         loop {
             let deadline = door.deadline();
+            let waiting = factors.deadline();
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 _ = sleep_until(deadline), if deadline.is_some() => {
@@ -151,22 +230,28 @@ impl Control {
                     let actions = door.tick(now);
                     self.act(actions, now).await;
                 }
+                _ = sleep_until(waiting), if waiting.is_some() => {
+                    if let Some(e) = factors.expire(Instant::now()) {
+                        let (event, obs) = self.decider.two_factor(e);
+                        self.report(event, obs).await;
+                    }
+                }
                 p = self.presentations.recv() => {
                     // Closed: no reader (a face-only door), or it stopped with the agent.
                     let Some(p) = p else {
                         self.presentations = mpsc::channel(1).1;
                         continue;
                     };
-                    let (event, obs) = self.decider.card(&p);
-                    self.decided(&mut door, event, obs, p.at).await;
+                    let judged = self.decider.judge(Credential::Card(&p));
+                    self.judged(&mut door, &mut factors, judged).await;
                 }
                 f = self.faces.recv() => {
                     let Some(f) = f else {
                         self.faces = mpsc::channel(1).1;
                         continue;
                     };
-                    let (event, obs) = self.decider.face(&f);
-                    self.decided(&mut door, event, obs, f.at).await;
+                    let judged = self.decider.judge(Credential::Face(&f));
+                    self.judged(&mut door, &mut factors, judged).await;
                 }
                 input = self.inputs.recv() => {
                     // A closed channel means no inputs are wired: keep going without them.
@@ -180,7 +265,7 @@ impl Control {
                             let actions = door.exit_request(now);
                             self.act(actions, now).await;
                             let (event, obs) =
-                                self.decider.event(Method::ExitButton, None, None, Reason::ExitRequest, None, now);
+                                self.decider.report(Method::ExitButton, Reason::ExitRequest, now);
                             self.report(event, obs).await;
                         }
                         InputEvent::Door { open } => {
@@ -204,17 +289,26 @@ impl Control {
         }
     }
 
+    /// A credential was judged: decided now, or a first factor held (which may complete or
+    /// displace another).
+    async fn judged(&mut self, door: &mut DoorMachine, factors: &mut TwoFactor, judged: Judged) {
+        match judged {
+            Judged::Report(event, obs) => self.decided(door, event, obs).await,
+            Judged::FirstFactor(f) => {
+                for e in factors.offer(f) {
+                    let (event, obs) = self.decider.two_factor(e);
+                    self.decided(door, event, obs).await;
+                }
+            }
+        }
+    }
+
     /// A credential was decided: unlock if granted (before anything else), then report.
-    async fn decided(
-        &mut self,
-        door: &mut DoorMachine,
-        event: AccessEvent,
-        obs: Observation,
-        since: Instant,
-    ) {
+    async fn decided(&mut self, door: &mut DoorMachine, event: AccessEvent, obs: Observation) {
         if event.decision == Outcome::Granted {
-            let actions = door.grant(Instant::now());
-            self.act(actions, since).await;
+            let now = Instant::now();
+            let actions = door.grant(now);
+            self.act(actions, now).await;
         }
         self.report(event, obs).await;
     }
@@ -230,9 +324,7 @@ impl Control {
                     self.reporter.emit(Observation::Relay { state });
                 }
                 DoorAction::Report(reason) => {
-                    let (event, obs) =
-                        self.decider
-                            .event(Method::DoorContact, None, None, reason, None, since);
+                    let (event, obs) = self.decider.report(Method::DoorContact, reason, since);
                     self.report(event, obs).await;
                 }
             }

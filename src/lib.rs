@@ -8,6 +8,7 @@ pub mod config;
 pub mod control;
 pub mod door;
 pub mod face;
+pub mod factors;
 pub mod guard;
 pub mod hw;
 pub mod inputs;

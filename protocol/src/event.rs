@@ -81,6 +81,15 @@ pub enum Reason {
     UnknownFace,
     /// This door does not take this kind of credential (a card at a face-only door).
     MethodNotAllowed,
+    /// Outside the user's weekly schedule.
+    OutsideSchedule,
+    /// The user's access depends on the time, and the clock cannot be trusted (a Pi that
+    /// booted without network time, or a clock that went back).
+    ClockUntrusted,
+    /// Two factors are needed and the second did not come within the door's window.
+    SecondFactorMissing,
+    /// The card and the face belong to different users.
+    FactorsMismatch,
     /// The exit button was pressed: the door unlocks.
     ExitRequest,
     /// The door opened while locked, without a grant or an exit request.
@@ -110,7 +119,11 @@ impl Reason {
             | Reason::Expired
             | Reason::DoorNotAllowed
             | Reason::UnknownFace
-            | Reason::MethodNotAllowed => Outcome::Denied,
+            | Reason::MethodNotAllowed
+            | Reason::OutsideSchedule
+            | Reason::ClockUntrusted
+            | Reason::SecondFactorMissing
+            | Reason::FactorsMismatch => Outcome::Denied,
         }
     }
 }

@@ -5,10 +5,12 @@
 
 mod card;
 mod event;
+pub mod schedule;
 mod topics;
 mod update;
 
 pub use card::{CardUid, CardUidError};
 pub use event::{AccessEvent, Method, Outcome, Reason};
+pub use schedule::{Day, DayTime, TimeRange};
 pub use topics::Topics;
 pub use update::{FaceEmbedding, Update, UpdateError, UpdateOp, User, MAX_PAYLOAD_BYTES};

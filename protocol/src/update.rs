@@ -8,6 +8,7 @@ use std::collections::HashSet;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
+use crate::schedule::TimeRange;
 use crate::CardUid;
 
 /// AWS IoT Core's payload limit. Nothing larger is accepted or sent.
@@ -72,6 +73,12 @@ pub struct User {
     /// Doors this user may open; absent = every door. An empty list = no door.
     #[serde(default)]
     pub doors: Option<Vec<String>>,
+    /// When in the week, in each door's local time; empty = any time.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub schedule: Vec<TimeRange>,
+    /// Card and face together, at every door (both the same user, within the door's window).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub two_factor: bool,
 }
 
 fn yes() -> bool {
@@ -158,12 +165,21 @@ impl User {
                 ));
             }
         }
+        for (i, range) in self.schedule.iter().enumerate() {
+            range.validate(&format!("user.schedule[{i}]"))?;
+        }
         if let Some(doors) = &self.doors {
             for (i, door) in doors.iter().enumerate() {
                 check_id(&format!("user.doors[{i}]"), door)?;
             }
         }
         Ok(())
+    }
+
+    /// Whether a decision for this user depends on the time (a validity window or a schedule),
+    /// and so on a clock that can be trusted.
+    pub fn time_restricted(&self) -> bool {
+        self.valid_from.is_some() || self.valid_until.is_some() || !self.schedule.is_empty()
     }
 
     /// Whether this user may use the door named `door`.
@@ -354,6 +370,8 @@ mod tests {
             valid_from: None,
             valid_until: None,
             doors: Some(vec!["front".into()]),
+            schedule: vec![],
+            two_factor: false,
         };
         assert!(u.allowed_at("front"));
         assert!(!u.allowed_at("back"));

@@ -148,6 +148,8 @@ mod tests {
             valid_from: None,
             valid_until: None,
             doors: None,
+            schedule: vec![],
+            two_factor: false,
         })
     }
 

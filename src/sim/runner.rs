@@ -529,7 +529,7 @@ fn sim_config(scenario: &Scenario, state: &std::path::Path) -> Result<Config, Si
 /// The steps as they will run: photo paths made relative to the scenario file and checked,
 /// and every update's `face_photos` turned into `faces` computed with the agent's own model.
 fn prepare_steps(scenario: &Scenario, config: &Config) -> Result<Vec<Step>, SimError> {
-    let faces_door = matches!(config.door.mode, DoorMode::Face | DoorMode::CardOrFace);
+    let faces_door = config.door.mode != DoorMode::Card;
     let photo = |i: usize, p: &std::path::Path| {
         let path = scenario.base.join(p);
         if path.is_file() {
@@ -551,7 +551,7 @@ fn prepare_steps(scenario: &Scenario, config: &Config) -> Result<Vec<Step>, SimE
             Step::Face { photo: p, frames } => {
                 if !faces_door {
                     return Err(SimError::Scenario(format!(
-                        "step {}: `face` steps need config.door.mode \"face\" or \"card_or_face\"",
+                        "step {}: `face` steps need a door.mode that takes faces (\"face\", \"card_or_face\" or \"card_and_face\")",
                         i + 1
                     )));
                 }

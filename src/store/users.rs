@@ -155,6 +155,8 @@ mod tests {
                 valid_from: None,
                 valid_until: None,
                 doors: None,
+                schedule: vec![],
+                two_factor: false,
             }),
             signature: None,
         }

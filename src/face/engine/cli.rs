@@ -186,6 +186,8 @@ pub fn enroll(
         valid_from: None,
         valid_until: None,
         doors: None,
+        schedule: vec![],
+        two_factor: false,
     })
 }
 
