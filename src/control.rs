@@ -295,6 +295,12 @@ impl Control {
         match judged {
             Judged::Report(event, obs) => self.decided(door, event, obs).await,
             Judged::FirstFactor(f) => {
+                self.reporter.emit(Observation::FirstFactor {
+                    method: f.method,
+                    card_uid: f.card_uid.clone(),
+                    user_id: f.user_id.clone(),
+                    face_score: f.face_score,
+                });
                 for e in factors.offer(f) {
                     let (event, obs) = self.decider.two_factor(e);
                     self.decided(door, event, obs).await;

@@ -28,6 +28,16 @@ pub enum Observation {
         face_score: Option<f32>,
         latency_us: u64,
     },
+    /// A credential passed every rule and waits for the user's other factor (a
+    /// `card_and_face` door, or a two-factor user). Its decision comes with the other factor,
+    /// or as `second_factor_missing` when the window runs out.
+    FirstFactor {
+        method: Method,
+        card_uid: Option<CardUid>,
+        user_id: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        face_score: Option<f32>,
+    },
     Applied {
         version: Option<u64>,
         op: Option<String>,

@@ -532,3 +532,105 @@ fn a_face_step_on_a_card_door_or_a_missing_photo_is_refused_before_anything_runs
         );
     }
 }
+
+/// The clock stepped forward and back around decisions: schedules and validity follow it
+/// while it is trusted; while it is not, time-restricted users are denied `clock_untrusted`
+/// and unrestricted ones still pass; every event says whether its time was trusted, and the
+/// sequence numbers stay in order whatever the clock does.
+#[test]
+fn clock_steps_schedules_and_validity_decide_right_and_unrestricted_users_always_pass() {
+    let lines = scenario("clock_policy");
+    check_run(&lines, 500, 0);
+    let decisions: Vec<(String, String)> = of_kind(&lines, "decision")
+        .iter()
+        .map(|d| {
+            (
+                d["user_id"].as_str().unwrap().to_string(),
+                d["reason"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let expect = [
+        ("plain", "granted"), // Monday 12:00 in Berlin, trusted
+        ("staff", "granted"),
+        ("temp", "granted"),
+        ("staff", "outside_schedule"), // Monday 20:30 in Berlin
+        ("plain", "granted"),          // 1970, untrusted: unrestricted still passes
+        ("staff", "clock_untrusted"),
+        ("temp", "clock_untrusted"),
+        ("staff", "granted"), // the next Monday 11:00, trusted again
+        ("temp", "expired"),
+        ("plain", "granted"), // untrusted, stepped back
+    ];
+    let expect: Vec<(String, String)> = expect
+        .iter()
+        .map(|(u, r)| (u.to_string(), r.to_string()))
+        .collect();
+    assert_eq!(decisions, expect);
+    // The events in sequence order: each one's trust flag and time as the clock stood.
+    let mut events: Vec<AccessEvent> = of_kind(&lines, "published")
+        .iter()
+        .map(|p| serde_json::from_value(p["event"].clone()).unwrap())
+        .collect();
+    events.sort_by_key(|e| e.seq);
+    events.dedup_by_key(|e| e.seq);
+    let trusted: Vec<bool> = events.iter().map(|e| e.time_trusted).collect();
+    assert_eq!(
+        trusted,
+        [true, true, true, true, false, false, false, true, true, false]
+    );
+    let years: Vec<i16> = events
+        .iter()
+        .map(|e| jiff::tz::TimeZone::UTC.to_datetime(e.time).year())
+        .collect();
+    assert_eq!(
+        years,
+        [2026, 2026, 2026, 2026, 1970, 1970, 1970, 2026, 2026, 2026]
+    );
+    let boots: std::collections::HashSet<&str> =
+        events.iter().map(|e| e.boot_id.as_str()).collect();
+    assert_eq!(boots.len(), 1, "one boot");
+}
+
+/// A card_and_face door: card then face and face then card within the window grant once
+/// (method card_and_face, with the card and the face score); a card alone is denied when the
+/// window runs out; another user's face with a card is a mismatch, denied.
+#[cfg(feature = "face")]
+#[test]
+fn card_and_face_door_needs_both_of_one_user_within_the_window_in_either_order() {
+    let lines = scenario("two_factor");
+    check_run(&lines, 500, 0);
+    let got: Vec<(String, String, String)> = of_kind(&lines, "decision")
+        .iter()
+        .map(|d| {
+            (
+                d["method"].as_str().unwrap().to_string(),
+                d["user_id"].as_str().unwrap_or("-").to_string(),
+                d["reason"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let expect = [
+        ("card_and_face", "obama", "granted"),
+        ("card_and_face", "obama", "granted"),
+        ("card", "obama", "second_factor_missing"),
+        ("card_and_face", "biden", "factors_mismatch"),
+        ("card", "-", "unknown_card"),
+    ];
+    let expect: Vec<(String, String, String)> = expect
+        .iter()
+        .map(|(m, u, r)| (m.to_string(), u.to_string(), r.to_string()))
+        .collect();
+    assert_eq!(got, expect);
+    let grants: Vec<&Value> = of_kind(&lines, "decision")
+        .into_iter()
+        .filter(|d| d["decision"] == "granted")
+        .collect();
+    for g in &grants {
+        assert_eq!(g["card_uid"], "DEADBEEF");
+        assert!(g["face_score"].as_f64().unwrap() > 0.45, "{g}");
+    }
+    // The missing second factor is decided one window after the card.
+    let waits: Vec<&Value> = of_kind(&lines, "first_factor");
+    assert!(waits.len() >= 6, "{waits:?}");
+}

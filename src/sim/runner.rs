@@ -70,11 +70,17 @@ struct Tally {
     broker_ok: Option<bool>,
     reader_ok: Option<bool>,
     unlocked: bool,
+    first_factors: usize,
 }
 
 impl Tally {
     fn decisions(&self) -> usize {
         self.latencies.len()
+    }
+
+    /// Credentials handled: decided, or held as a first factor.
+    fn credentials(&self) -> usize {
+        self.latencies.len() + self.first_factors
     }
 }
 
@@ -169,6 +175,7 @@ impl World {
                 ..
             } => t.reader_ok = Some(*state == HealthState::Ok),
             Observation::Relay { state } => t.unlocked = *state == LockState::Unlocked,
+            Observation::FirstFactor { .. } => t.first_factors += 1,
             _ => {}
         }
         let body =
@@ -456,7 +463,7 @@ async fn tap(
 ) -> Result<(), SimError> {
     let chip = &door.chip;
     let poll = Duration::from_millis(door.config.reader.poll_ms);
-    let before = world.tally.decisions();
+    let before = world.tally.credentials();
     let since = Instant::now();
     let mut expect_decision = true;
     match fault {
@@ -491,7 +498,9 @@ async fn tap(
             .await?;
     }
     if expect_decision {
-        world.until(STEP_BOUND, |t| t.decisions() > before).await?;
+        world
+            .until(STEP_BOUND, |t| t.credentials() > before)
+            .await?;
     } else {
         world.pass(poll * 10).await?;
     }
