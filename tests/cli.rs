@@ -180,7 +180,8 @@ fn scenario_with_outage_crash_and_restart_loses_no_event() {
     // The crash comes while Ana's second unlock runs: the restarted agent locks at start.
     check_run(&lines, 500, 1);
     // Offline decisions are made locally; the retained update survives restarts; the
-    // validity window is enforced against the clock the agent sees.
+    // validity window is enforced against the clock the agent sees, and not at all while that
+    // clock is untrusted (Tom, whose access has an end date, is denied; Ana is not).
     assert_eq!(
         reasons(&lines),
         [
@@ -188,7 +189,7 @@ fn scenario_with_outage_crash_and_restart_loses_no_event() {
             "unknown_card",
             "granted",
             "expired",
-            "granted",
+            "clock_untrusted",
             "granted"
         ]
     );
