@@ -220,6 +220,9 @@ impl Control {
     pub async fn run(mut self, cancel: CancellationToken) {
         let mut door = DoorMachine::new(self.timing);
         let mut factors = TwoFactor::new(self.two_factor_window);
+        // A closed channel (no reader, no camera, no inputs wired, or a thread that ended)
+        // disables its branch: polling a closed receiver again would return at once, for ever.
+        let (mut cards_open, mut faces_open, mut inputs_open) = (true, true, true);
         loop {
             let deadline = door.deadline();
             let waiting = factors.deadline();
@@ -236,27 +239,25 @@ impl Control {
                         self.report(event, obs).await;
                     }
                 }
-                p = self.presentations.recv() => {
-                    // Closed: no reader (a face-only door), or it stopped with the agent.
+                p = self.presentations.recv(), if cards_open => {
                     let Some(p) = p else {
-                        self.presentations = mpsc::channel(1).1;
+                        cards_open = false;
                         continue;
                     };
                     let judged = self.decider.judge(Credential::Card(&p));
                     self.judged(&mut door, &mut factors, judged).await;
                 }
-                f = self.faces.recv() => {
+                f = self.faces.recv(), if faces_open => {
                     let Some(f) = f else {
-                        self.faces = mpsc::channel(1).1;
+                        faces_open = false;
                         continue;
                     };
                     let judged = self.decider.judge(Credential::Face(&f));
                     self.judged(&mut door, &mut factors, judged).await;
                 }
-                input = self.inputs.recv() => {
-                    // A closed channel means no inputs are wired: keep going without them.
+                input = self.inputs.recv(), if inputs_open => {
                     let Some(input) = input else {
-                        self.inputs = mpsc::channel(1).1;
+                        inputs_open = false;
                         continue;
                     };
                     let now = Instant::now();

@@ -323,7 +323,26 @@ fn daemon_stops_cleanly_on_sigterm_sigint_and_sighup() {
             assert!(child.try_wait().unwrap().is_none(), "daemon exited early");
             std::thread::sleep(Duration::from_millis(20));
         }
-        std::thread::sleep(Duration::from_millis(200));
+        // Idle (no reader, no inputs, no camera, no broker), it must not spin: a task polling
+        // a closed channel for ever would use a whole core.
+        let cpu = |pid: u32| -> u64 {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+            let fields: Vec<&str> = stat
+                .rsplit_once(')')
+                .unwrap()
+                .1
+                .split_whitespace()
+                .collect();
+            fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+        };
+        let before = cpu(child.id());
+        std::thread::sleep(Duration::from_millis(1500));
+        let ticks = cpu(child.id()) - before;
+        // Clock ticks are 1/100 s: a spinning task would show ~150 here.
+        assert!(
+            ticks < 40,
+            "{signal}: the idle daemon used {ticks} ticks of CPU in 1.5 s"
+        );
         let killed = Command::new("kill")
             .args([signal, &child.id().to_string()])
             .status()
