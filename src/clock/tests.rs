@@ -36,7 +36,7 @@ impl FakeTime {
     /// Time passing: both clocks move on by `secs`.
     fn advance(&self, secs: u64) {
         let mut now = self.0.now.lock().unwrap();
-        now.0 = now.0 + SignedDuration::from_secs(secs as i64);
+        now.0 += SignedDuration::from_secs(secs as i64);
         now.1 += Duration::from_secs(secs);
     }
 
