@@ -193,7 +193,13 @@ impl<T: TimeSource> TrustedClock<T> {
     /// has been trusted once).
     pub fn new(source: T, settings: ClockSettings, reporter: Reporter) -> TrustedClock<T> {
         let known_good = match known_good::read(&settings.known_good_file) {
-            Ok(Some(t)) => Some(t),
+            Ok(Some(t)) => {
+                tracing::info!(
+                    "{}: last known-good time {t}; an earlier clock is not trusted",
+                    settings.known_good_file.display()
+                );
+                Some(t)
+            }
             Ok(None) => {
                 tracing::warn!(
                     "{}: no known-good time yet (first start?); the clock is not checked for stepping back until it has been trusted once",
