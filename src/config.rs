@@ -60,6 +60,26 @@ pub struct Config {
     pub face: FaceConfig,
     #[serde(default)]
     pub outbox: OutboxConfig,
+    #[serde(default)]
+    pub clock: ClockConfig,
+}
+
+/// `[clock]`: when the wall clock is trusted (`time_trusted` in events).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClockConfig {
+    /// Trust the wall clock only while the kernel or systemd-timesyncd says it is
+    /// synchronised (NTP). `false` is for sites with no network time at all: the clock is then
+    /// trusted when it is past this release and not behind the last known-good time. Default
+    /// true.
+    #[serde(default = "yes")]
+    pub require_sync: bool,
+}
+
+impl Default for ClockConfig {
+    fn default() -> Self {
+        ClockConfig { require_sync: true }
+    }
 }
 
 /// `[outbox]`: events waiting for the broker.
@@ -501,6 +521,7 @@ impl Config {
                 ..FaceConfig::default()
             },
             outbox: OutboxConfig::default(),
+            clock: ClockConfig::default(),
         }
     }
 
@@ -741,6 +762,17 @@ mod tests {
         assert_eq!(c.broker.topic_prefix, "acceso");
         assert_eq!(c.state_dir, PathBuf::from("/var/lib/acceso"));
         assert_eq!(c.db_path(), PathBuf::from("/var/lib/acceso/acceso.db"));
+        assert!(c.clock.require_sync);
+    }
+
+    #[test]
+    fn clock_section_is_read_and_checked() {
+        let c = load(&format!("{MINIMAL}[clock]\nrequire_sync = false\n")).unwrap();
+        assert!(!c.clock.require_sync);
+        let err = load(&format!("{MINIMAL}[clock]\nrequire_synch = false\n")).unwrap_err();
+        assert!(err.contains("require_synch"), "{err}");
+        let err = load(&format!("{MINIMAL}[clock]\nrequire_sync = \"no\"\n")).unwrap_err();
+        assert!(err.contains("require_sync"), "{err}");
     }
 
     #[test]

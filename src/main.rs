@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use acceso::clock::SystemClock;
+use acceso::clock::{ClockSettings, SystemClock};
 use acceso::config::{CameraBackend, Config, InputsBackend, ReaderBackend, RelayBackend};
 use acceso::door::{LockState, Wiring};
 use acceso::hw::gpio::{GpioInputs, GpioRelay};
@@ -19,6 +19,11 @@ use acceso::sim::{run_scenario, Scenario, SimError, DEMO_SCENARIO};
 use acceso::{Agent, Backends};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+/// How often the clock's trust is checked while no one is at the door (and its known-good
+/// time considered for writing, at most once a minute).
+const CLOCK_KEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 #[derive(Parser)]
 #[command(
@@ -280,18 +285,35 @@ async fn run(path: PathBuf) -> anyhow::Result<()> {
             Some(acceso::face::open_camera(&config.camera))
         }
     };
+    let reporter = Reporter::log_only();
+    let settings = ClockSettings::from_config(&config);
+    let clock_reporter = reporter.clone();
+    // Blocking: reads the known-good time from the state directory.
+    let clock = Arc::new(
+        tokio::task::spawn_blocking(move || SystemClock::system(settings, clock_reporter))
+            .await
+            .context("cannot start the clock")?,
+    );
     let backends = Backends {
         reader,
         relay,
         inputs,
         camera,
-        clock: Arc::new(SystemClock),
+        clock: clock.clone(),
     };
-    let agent = Agent::start(&config, backends, Reporter::log_only()).await?;
+    let agent = Agent::start(&config, backends, reporter).await?;
+    // Reports trust changes while no one is at the door, and keeps the known-good time.
+    let keeper_cancel = CancellationToken::new();
+    let keeper = tokio::spawn(clock.run_keeper(CLOCK_KEEP_EVERY, keeper_cancel.clone()));
     tracing::info!(device = %config.device_id, door = %config.door.name, "acceso running");
     wait_for_stop_signal().await?;
     tracing::info!("stopping: locking the door, keeping queued events");
     agent.stop().await;
+    // After the agent: the known-good time written at stop includes its last decisions.
+    keeper_cancel.cancel();
+    if let Err(e) = keeper.await {
+        tracing::error!("clock keeper failed: {e}");
+    }
     Ok(())
 }
 

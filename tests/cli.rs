@@ -300,7 +300,7 @@ fn daemon_stops_cleanly_on_sigterm_sigint_and_sighup() {
         std::fs::write(
             &path,
             format!(
-                "device_id = \"d\"\nstate_dir = \"{}\"\n[door]\nname = \"f\"\n[broker]\nport = {port}\n[relay]\nbackend = \"sim\"\n",
+                "device_id = \"d\"\nstate_dir = \"{}\"\n[door]\nname = \"f\"\n[broker]\nport = {port}\n[relay]\nbackend = \"sim\"\n[clock]\nrequire_sync = false\n",
                 dir.path().join("state").display()
             ),
         )
@@ -362,6 +362,16 @@ fn daemon_stops_cleanly_on_sigterm_sigint_and_sighup() {
         assert!(err.contains("stopping: locking the door"), "{err}");
         // No MFRC522 on this machine: the door runs on, with the reader reported failed.
         assert!(err.contains("cannot open /dev/spidev0.0"), "{err}");
+        // require_sync = false: this machine's clock is trusted without NTP, reported so, and
+        // its time kept on disk by the time the daemon has stopped.
+        assert!(err.contains(r#""component":"clock","state":"ok""#), "{err}");
+        let kept = std::fs::read_to_string(dir.path().join("state/known-good-time")).unwrap();
+        let kept: jiff::Timestamp = kept.trim().parse().unwrap();
+        let age = jiff::Timestamp::now().duration_since(kept);
+        assert!(
+            age >= jiff::SignedDuration::ZERO && age < jiff::SignedDuration::from_secs(60),
+            "known-good time {kept} is not the daemon's last minute"
+        );
     }
 }
 
