@@ -176,7 +176,7 @@ impl Agent {
             (true, None) => reporter.health(
                 Component::Camera,
                 HealthState::Failed,
-                "no camera: the door works on cards only",
+                format!("no camera: {}", without_faces(config.door.mode)),
             ),
             (true, Some(camera)) => {
                 let face = config.face.clone();
@@ -200,7 +200,7 @@ impl Agent {
                     Err(e) => reporter.health(
                         Component::Face,
                         HealthState::Failed,
-                        format!("{e}; the door works on cards only"),
+                        format!("{e}; {}", without_faces(config.door.mode)),
                     ),
                 }
             }
@@ -370,6 +370,17 @@ async fn run_writer(
                 HealthState::Failed,
                 format!("cannot queue event: {e}"),
             ),
+        }
+    }
+}
+
+/// What a door that cannot recognise faces still does, for the installer reading the log.
+fn without_faces(mode: DoorMode) -> &'static str {
+    match mode {
+        DoorMode::CardOrFace => "the door works on cards only",
+        DoorMode::Face => "no credential can open this face-only door (only the exit button does)",
+        DoorMode::CardAndFace | DoorMode::Card => {
+            "no one can pass this card-and-face door (only the exit button opens it)"
         }
     }
 }

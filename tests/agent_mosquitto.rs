@@ -174,6 +174,10 @@ async fn bad_updates_are_rejected_whole_and_the_agent_carries_on() {
             "rename_user",
         ),
         (upsert(1, "ana", &["ZZ"], "").into_bytes(), "not hex"),
+        (
+            br#"{"version":1,"op":"upsert_user","user":{"id":"f","name":"F","faces":[{"model":"sface-2021dec","vector":[0.1,0.2]}]}}"#.to_vec(),
+            "has 128 values, not 2",
+        ),
         (vec![0xff, 0xfe, 0x00], "invalid update"),
     ];
     for (payload, why) in bad {

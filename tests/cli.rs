@@ -538,16 +538,20 @@ fn a_face_step_on_a_card_door_or_a_missing_photo_is_refused_before_anything_runs
             r#"{"config":{"door":{"mode":"face"}},"steps":[{"update":{"version":1,"op":"upsert_user","user":{"id":"d","name":"D","face_photos":["dogs.jpg"]}}}]}"#,
             "no face found",
         ),
+        (
+            r#"{"config":{"door":{"mode":"face"}},"steps":[{"wait_ms":1},{"update":{"version":1,"op":"upsert_user","user":{"id":"d","name":"D","face_photos":["obama.jpg","biden.jpg"]}}}]}"#,
+            "step 2: face_photos: image",
+        ),
     ];
     std::fs::write(dir.path().join("x.jpg"), b"").unwrap();
-    std::fs::copy(
-        concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/faces/noface/dogs.jpg"
-        ),
-        dir.path().join("dogs.jpg"),
-    )
-    .unwrap();
+    for (from, to) in [
+        ("noface/dogs.jpg", "dogs.jpg"),
+        ("portraits/obama.jpg", "obama.jpg"),
+        ("portraits/biden.jpg", "biden.jpg"),
+    ] {
+        let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/faces");
+        std::fs::copy(format!("{fixtures}/{from}"), dir.path().join(to)).unwrap();
+    }
     for (i, (text, expect)) in cases.iter().enumerate() {
         let path = dir.path().join(format!("s{i}.json"));
         std::fs::write(&path, text).unwrap();

@@ -534,7 +534,23 @@ mod cli {
         let missing = photo("portraits/nobody.jpg");
         let group = photo("groups/2008_001009.jpg");
         let dogs = photo("noface/dogs.jpg");
+        let obama = photo("portraits/obama.jpg");
+        let biden = photo("portraits/biden.jpg");
         for (args, named, why) in [
+            // Two people's photos under one user: the stranger would pass as the user.
+            (
+                vec![
+                    "enroll",
+                    "--id",
+                    "x",
+                    "--name",
+                    "X",
+                    obama.as_str(),
+                    biden.as_str(),
+                ],
+                &biden,
+                "does not show the same person",
+            ),
             (
                 vec!["face", "embed", garbage.as_str()],
                 &garbage,
@@ -571,6 +587,34 @@ mod cli {
         }
         let out = acceso(&["enroll", "--id", "x", "--name", "X", "--card", "zz", &group]);
         assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    }
+
+    /// A tight crop (the face filling the picture) is found by every command, as enrolment
+    /// finds it, with coordinates in the photo's own frame.
+    #[test]
+    fn tight_crops_are_found_by_embed_and_compare_too() {
+        let a = photo("johns/John_Salley/000179_02159509.jpg");
+        let b = photo("johns/John_Salley/000183_02159543.jpg");
+        let out = acceso(&["face", "embed", &a]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let faces = report["faces"].as_array().unwrap();
+        assert_eq!(faces.len(), 1, "{report}");
+        let bbox: Vec<f64> = faces[0]["bbox"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        // Inside the 150x150 photo, give or take the box reaching a little past its edges.
+        assert!(
+            bbox[0] > -40.0 && bbox[1] > -40.0 && bbox[0] + bbox[2] < 190.0,
+            "{bbox:?}"
+        );
+        let out = acceso(&["face", "compare", &a, &b]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let cmp: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(cmp["same_person"], true, "{cmp}");
     }
 
     #[test]

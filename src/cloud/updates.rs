@@ -70,6 +70,14 @@ pub async fn apply_message(
     };
     let version = update.version;
     let op = update.op.name().to_string();
+    if let Err(reason) = check_our_embeddings(&update) {
+        return Observation::Applied {
+            version: Some(version),
+            op: Some(op),
+            outcome: ApplyResult::Rejected,
+            reason: Some(reason),
+        };
+    }
     let result = store
         .call(move |s| Ok((s.apply_update(&update)?, update)))
         .await;
@@ -129,19 +137,37 @@ fn version_hint(payload: &[u8]) -> Option<u64> {
         .as_u64()
 }
 
-/// Embeddings this build cannot compare (another model's, or the wrong length) are kept but
-/// never matched; the user's other credentials still work. Says so, for the operator.
-fn foreign_faces(user: &acceso_protocol::User) -> Option<String> {
+/// An embedding that says it is of our model must be one: a wrong length is a malformed
+/// update, rejected whole (another model's embeddings are only ignored).
+fn check_our_embeddings(update: &acceso_protocol::Update) -> Result<(), String> {
     use crate::face::{EMBEDDING_LEN, MODEL_ID};
+    let acceso_protocol::UpdateOp::UpsertUser(user) = &update.op else {
+        return Ok(());
+    };
+    for (i, face) in user.faces.iter().enumerate() {
+        if face.model == MODEL_ID && face.vector.len() != EMBEDDING_LEN {
+            return Err(format!(
+                "user.faces[{i}]: a {MODEL_ID} embedding has {EMBEDDING_LEN} values, not {}",
+                face.vector.len()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Embeddings of another model are kept but never matched; the user's other credentials still
+/// work. Says so, for the operator.
+fn foreign_faces(user: &acceso_protocol::User) -> Option<String> {
+    use crate::face::MODEL_ID;
     let foreign: Vec<&str> = user
         .faces
         .iter()
-        .filter(|f| f.model != MODEL_ID || f.vector.len() != EMBEDDING_LEN)
+        .filter(|f| f.model != MODEL_ID)
         .map(|f| f.model.as_str())
         .collect();
     (!foreign.is_empty()).then(|| {
         format!(
-            "user {}: {} face embedding(s) of model {:?} ignored for matching (this build matches {MODEL_ID}, {EMBEDDING_LEN} values); the user's cards still work",
+            "user {}: {} face embedding(s) of model {:?} ignored for matching (this build matches {MODEL_ID}); the user's cards still work",
             user.id,
             foreign.len(),
             foreign

@@ -90,8 +90,20 @@ impl Agreement {
         }
     }
 
-    /// One frame: `None` when it had no usable face (or was ambiguous). Returns the verdict
-    /// when this frame completes a run of agreeing frames.
+    /// The last frame given to `frame` was fully processed at `done`.
+    pub fn done(&mut self, done: Instant) {
+        if let Some((_, _, last)) = &mut self.run {
+            *last = (*last).max(done);
+        }
+        if let Some((_, last)) = &mut self.latched {
+            *last = (*last).max(done);
+        }
+    }
+
+    /// One frame: `None` when it had no usable face (or was ambiguous), taken at `at`.
+    /// Returns the verdict when this frame completes a run of agreeing frames. The gap to the
+    /// previous frame is counted from when that frame was done (`done`), so a slow frame
+    /// (the first after boot, a loaded Pi) does not break a run by itself.
     pub fn frame(&mut self, verdict: Option<Verdict>, at: Instant) -> Option<Verdict> {
         let within = |prev: Instant| at.saturating_duration_since(prev) <= self.rules.max_gap;
         let Some(verdict) = verdict else {
@@ -195,6 +207,29 @@ mod tests {
         assert_eq!(a.frame(ana(), ms(1200)), ana());
         // Latched, but a long gap means they left and came back.
         assert_eq!(a.frame(ana(), ms(5000)), None);
+    }
+
+    #[test]
+    fn a_slow_frame_does_not_break_the_run_but_an_idle_gap_does() {
+        let t = Instant::now();
+        let ms = |n| t + Duration::from_millis(n);
+        let mut a = Agreement::new(RULES);
+        // Frame 1 takes 1.5 s to process (over max_gap); the next is taken 100 ms after.
+        assert_eq!(a.frame(ana(), ms(0)), None);
+        a.done(ms(1500));
+        assert_eq!(a.frame(ana(), ms(1600)), None);
+        a.done(ms(1650));
+        assert_eq!(a.frame(ana(), ms(1700)), ana());
+        a.done(ms(1750));
+        // Latched while they stay: no second decision.
+        assert_eq!(a.frame(ana(), ms(1800)), None);
+        a.done(ms(1850));
+        // Nothing for 600 ms after the last frame was done: they left; back, a new decision.
+        assert_eq!(a.frame(ana(), ms(2450)), None);
+        a.done(ms(2460));
+        assert_eq!(a.frame(ana(), ms(2500)), None);
+        a.done(ms(2510));
+        assert_eq!(a.frame(ana(), ms(2550)), ana());
     }
 
     #[test]

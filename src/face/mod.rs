@@ -56,7 +56,7 @@ pub struct FoundFace {
 pub enum FaceError {
     #[error("face model {path}: {reason}")]
     Model { path: String, reason: String },
-    #[error("cannot decode image {name}: {reason}")]
+    #[error("image {name}: {reason}")]
     Image { name: String, reason: String },
     #[error("face pipeline: {0}")]
     Pipeline(String),
@@ -107,24 +107,28 @@ pub fn open_camera(_: &crate::config::CameraConfig) -> Box<dyn crate::hw::FrameS
     Box::new(NoCamera)
 }
 
-/// Enrolment: one embedding of this build's model per photo. Each photo must show exactly one
-/// face (an enrolment photo with two people would let the wrong one in).
+/// Enrolment, one group of photos a user: one embedding of this build's model per photo. Each
+/// photo must show exactly one face, the same person as the group's other photos (a wrong
+/// photo would let its stranger in). An error names the group at fault, when it is one's.
 #[cfg(feature = "face")]
 pub fn enroll_photos(
     face: &crate::config::FaceConfig,
-    photos: &[std::path::PathBuf],
-) -> Result<Vec<acceso_protocol::FaceEmbedding>, FaceError> {
-    engine::enroll_photos(face, photos)
+    groups: &[Vec<std::path::PathBuf>],
+) -> Result<Vec<Vec<acceso_protocol::FaceEmbedding>>, (Option<usize>, FaceError)> {
+    engine::enroll_photos(face, groups)
 }
 
 /// Enrolment needs the engine; this build has none.
 #[cfg(not(feature = "face"))]
 pub fn enroll_photos(
     _: &crate::config::FaceConfig,
-    _: &[std::path::PathBuf],
-) -> Result<Vec<acceso_protocol::FaceEmbedding>, FaceError> {
-    Err(FaceError::Pipeline(
-        "enrolling faces needs face recognition (built without the `face` feature)".into(),
+    _: &[Vec<std::path::PathBuf>],
+) -> Result<Vec<Vec<acceso_protocol::FaceEmbedding>>, (Option<usize>, FaceError)> {
+    Err((
+        None,
+        FaceError::Pipeline(
+            "enrolling faces needs face recognition (built without the `face` feature)".into(),
+        ),
     ))
 }
 

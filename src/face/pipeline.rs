@@ -135,7 +135,7 @@ impl FaceLoop {
                         Component::Camera,
                         &mut camera_ok,
                         false,
-                        format!("{e}; the door works on cards meanwhile"),
+                        format!("{e}; faces are not recognised meanwhile"),
                     );
                     // Back off up to a second: a dead camera must not spin a core.
                     std::thread::sleep((self.idle * failures.min(50)).min(Duration::from_secs(1)));
@@ -160,6 +160,7 @@ impl FaceLoop {
                 }
             };
             let decided = agreement.frame(verdict.as_ref().map(|(v, _)| v.clone()), taken);
+            agreement.done(Instant::now());
             let Some(decided) = decided else { continue };
             let user = verdict.and_then(|(_, user)| user);
             let score = match decided {

@@ -590,17 +590,17 @@ fn prepare_steps(scenario: &Scenario, config: &Config) -> Result<Vec<Step>, SimE
     if enrol.is_empty() {
         return Ok(steps);
     }
-    let all: Vec<std::path::PathBuf> = enrol.iter().flat_map(|(_, p)| p.clone()).collect();
-    let mut faces = crate::face::enroll_photos(&config.face, &all)
-        .map_err(|e| SimError::Scenario(format!("face_photos: {e}")))?
-        .into_iter();
-    for (i, paths) in enrol {
+    let groups: Vec<Vec<std::path::PathBuf>> = enrol.iter().map(|(_, p)| p.clone()).collect();
+    let faces = crate::face::enroll_photos(&config.face, &groups).map_err(|(group, e)| {
+        let step = group.map(|g| format!("step {}: ", enrol[g].0 + 1));
+        SimError::Scenario(format!("{}face_photos: {e}", step.unwrap_or_default()))
+    })?;
+    for ((i, _), group) in enrol.into_iter().zip(faces) {
         let Step::Update { update, .. } = &mut steps[i] else {
             continue;
         };
-        let mine: Vec<Value> = faces
-            .by_ref()
-            .take(paths.len())
+        let mine: Vec<Value> = group
+            .into_iter()
             .map(|f| serde_json::to_value(f).map_err(|e| SimError::Scenario(e.to_string())))
             .collect::<Result<_, _>>()?;
         let Some(user) = update.get_mut("user").and_then(Value::as_object_mut) else {

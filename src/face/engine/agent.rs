@@ -60,10 +60,16 @@ pub fn engine(face: &FaceConfig) -> Result<FaceEngine, FaceError> {
 }
 
 pub fn recognizer(face: &FaceConfig) -> Result<Box<dyn Recognizer>, FaceError> {
-    Ok(Box::new(Recognising {
-        engine: engine(face)?,
-        last: None,
-    }))
+    let mut engine = engine(face)?;
+    // OpenCV sets the net up on its first forward pass (a second or more on a Pi): pay it at
+    // start, not with the first person at the door.
+    let blank = engine.decode(&Frame::Bgr {
+        width: 640,
+        height: 480,
+        data: vec![0; 640 * 480 * 3],
+    })?;
+    engine.detect(&blank)?;
+    Ok(Box::new(Recognising { engine, last: None }))
 }
 
 pub fn open_camera(config: &CameraConfig) -> Box<dyn FrameSource> {
@@ -83,24 +89,48 @@ pub fn open_camera(config: &CameraConfig) -> Box<dyn FrameSource> {
     ))
 }
 
-/// One embedding per photo, each photo showing exactly one face, with an engine loaded from
-/// the config.
+/// `enrolment` of each group of photos (one group a user), with one engine loaded from the
+/// config; an error says which group.
 pub fn enroll_photos(
     face: &FaceConfig,
-    photos: &[PathBuf],
-) -> Result<Vec<FaceEmbedding>, FaceError> {
-    enrolment(&mut engine(face)?, photos)
+    groups: &[Vec<PathBuf>],
+) -> Result<Vec<Vec<FaceEmbedding>>, (Option<usize>, FaceError)> {
+    let mut engine = engine(face).map_err(|e| (None, e))?;
+    groups
+        .iter()
+        .enumerate()
+        .map(|(i, photos)| enrolment(&mut engine, photos).map_err(|e| (Some(i), e)))
+        .collect()
+}
+
+/// The faces of a photo (not a camera frame). A tight crop (an ID photo, the face filling the
+/// picture) gets a border of half its size when no face is found as it is: the detector needs
+/// some context around a face. Returns the image the faces were found in, the faces, and the
+/// border added (subtract it for the photo's own coordinates).
+pub fn photo_faces(
+    engine: &mut FaceEngine,
+    img: Image,
+) -> Result<(Image, Vec<Detection>, f32), FaceError> {
+    let found = engine.detect(&img)?;
+    if !found.is_empty() {
+        return Ok((img, found, 0.0));
+    }
+    let border = (img.width().max(img.height()) / 2) as u32;
+    let padded = img.with_border(border)?;
+    let found = engine.detect(&padded)?;
+    Ok((padded, found, border as f32))
 }
 
 /// One embedding per photo, each photo showing exactly one face (with two, which one is the
-/// user is a guess, and a wrong guess lets someone else in). A tight crop (an ID photo, the
-/// face filling the picture) gets a border of half its size when no face is found as is: the
-/// detector needs some context around a face. Problems with a photo are `FaceError::Image`.
+/// user is a guess, and a wrong guess lets someone else in), and every photo of the same
+/// person: a photo that does not match the others at the default threshold is refused, since
+/// one wrong photo would let its stranger in under this user's name. Problems with a photo
+/// are `FaceError::Image`.
 pub fn enrolment(
     engine: &mut FaceEngine,
     photos: &[PathBuf],
 ) -> Result<Vec<FaceEmbedding>, FaceError> {
-    let mut out = Vec::with_capacity(photos.len());
+    let mut out: Vec<(String, FaceEmbedding)> = Vec::with_capacity(photos.len());
     for path in photos {
         let name = path.display().to_string();
         let bad = |reason: String| FaceError::Image {
@@ -112,18 +142,9 @@ pub fn enrolment(
             name: name.clone(),
             bytes,
         })?;
-        let mut found = engine.detect(&img)?;
-        let mut used = img;
-        if found.is_empty() {
-            let border = (used.width().max(used.height()) / 2) as u32;
-            used = used.with_border(border)?;
-            found = engine.detect(&used)?;
-        }
-        match found.as_slice() {
-            [one] => out.push(FaceEmbedding {
-                model: MODEL_ID.to_string(),
-                vector: engine.embed(&used, one)?,
-            }),
+        let (used, found, _) = photo_faces(engine, img)?;
+        let vector = match found.as_slice() {
+            [one] => engine.embed(&used, one)?,
             [] => return Err(bad("no face found".into())),
             many => {
                 return Err(bad(format!(
@@ -131,7 +152,23 @@ pub fn enrolment(
                     many.len()
                 )))
             }
+        };
+        for (other, earlier) in &out {
+            let similarity: f32 = vector.iter().zip(&earlier.vector).map(|(a, b)| a * b).sum();
+            if similarity < crate::face::DEFAULT_THRESHOLD {
+                return Err(bad(format!(
+                    "does not show the same person as {other} (similarity {similarity:.2}, under {}); every enrolment photo must show the user",
+                    crate::face::DEFAULT_THRESHOLD
+                )));
+            }
         }
+        out.push((
+            name,
+            FaceEmbedding {
+                model: MODEL_ID.to_string(),
+                vector,
+            },
+        ));
     }
-    Ok(out)
+    Ok(out.into_iter().map(|(_, f)| f).collect())
 }

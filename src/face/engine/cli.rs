@@ -93,32 +93,37 @@ pub struct EmbedReport {
 /// (`faces` is empty): this is the command to look at what the engine sees.
 pub fn embed_photo(engine: &mut FaceEngine, path: &Path) -> Result<EmbedReport, CliError> {
     let img = load_photo(engine, path)?;
-    let faces = engine.faces_in(&img)?;
+    let (width, height) = (img.width(), img.height());
+    let (used, found, border) = super::agent::photo_faces(engine, img)?;
+    let mut faces = Vec::with_capacity(found.len());
+    for d in found {
+        let embedding = engine.embed(&used, &d)?;
+        // In the photo's own coordinates, whether or not a border was added to find the face.
+        let [x, y, w, h] = d.bbox;
+        faces.push(FaceReport {
+            bbox: [x - border, y - border, w, h],
+            landmarks: d.landmarks.map(|[lx, ly]| [lx - border, ly - border]),
+            score: d.score,
+            embedding,
+        });
+    }
     Ok(EmbedReport {
         image: path.display().to_string(),
-        width: img.width(),
-        height: img.height(),
+        width,
+        height,
         model: MODEL_ID,
-        faces: faces
-            .into_iter()
-            .map(|f| FaceReport {
-                bbox: f.detection.bbox,
-                landmarks: f.detection.landmarks,
-                score: f.detection.score,
-                embedding: f.embedding,
-            })
-            .collect(),
+        faces,
     })
 }
 
 /// The largest face of a photo; no face is bad input naming the photo.
 pub fn largest_face(engine: &mut FaceEngine, path: &Path) -> Result<FoundFace, CliError> {
     let img = load_photo(engine, path)?;
-    let dets = engine.detect(&img)?;
+    let (used, dets, _) = super::agent::photo_faces(engine, img)?;
     let Some(d) = dets.into_iter().next() else {
         return Err(CliError::bad(path.display(), "no face found"));
     };
-    let embedding = engine.embed(&img, &d)?;
+    let embedding = engine.embed(&used, &d)?;
     Ok(FoundFace {
         detection: d,
         embedding,
