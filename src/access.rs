@@ -142,19 +142,34 @@ pub fn decide_card(index: &UserIndex, uid: &CardUid, door: &DoorRules, now: Wall
     judge(user, door, now)
 }
 
-/// Decides a face accepted as `user` (by the matcher; `None`: a face accepted as nobody's) at
-/// `door` at wall-clock time `now`.
-pub fn decide_face(user: Option<&User>, door: &DoorRules, now: WallTime) -> Judgement {
+/// What the matcher made of a face.
+#[derive(Debug, Clone, Copy)]
+pub enum FaceMatch<'a> {
+    /// Accepted as this user's.
+    User(&'a User),
+    /// Not close enough to anyone's enrolled face.
+    Stranger,
+    /// Close enough to a user's, but as close to another user's (within the margin).
+    Ambiguous,
+}
+
+/// Decides a face, as the matcher saw it, at `door` at wall-clock time `now`.
+pub fn decide_face(face: FaceMatch, door: &DoorRules, now: WallTime) -> Judgement {
+    let user = match face {
+        FaceMatch::User(u) => Some(u),
+        FaceMatch::Stranger | FaceMatch::Ambiguous => None,
+    };
     if door.mode == DoorMode::Card {
         return Judgement::Final(Decision::new(
             Reason::MethodNotAllowed,
             user.map(|u| u.id.clone()),
         ));
     }
-    let Some(user) = user else {
-        return Judgement::Final(Decision::new(Reason::UnknownFace, None));
-    };
-    judge(user, door, now)
+    match face {
+        FaceMatch::User(user) => judge(user, door, now),
+        FaceMatch::Stranger => Judgement::Final(Decision::new(Reason::UnknownFace, None)),
+        FaceMatch::Ambiguous => Judgement::Final(Decision::new(Reason::AmbiguousFace, None)),
+    }
 }
 
 /// The rules, then whether a second factor is needed.
@@ -455,7 +470,7 @@ mod tests {
                 u.id
             );
             assert_eq!(
-                decide_face(Some(u), &d, now),
+                decide_face(FaceMatch::User(u), &d, now),
                 by_face,
                 "{mode:?} face {}",
                 u.id
@@ -463,14 +478,14 @@ mod tests {
         }
         // A face accepted as nobody's.
         assert_eq!(
-            reason(decide_face(None, &door(CardOrFace), now)),
+            reason(decide_face(FaceMatch::Stranger, &door(CardOrFace), now)),
             Reason::UnknownFace
         );
         // A second factor never skips the rules: a disabled two-factor user is denied at once.
         let mut off = two.clone();
         off.enabled = false;
         assert_eq!(
-            reason(decide_face(Some(&off), &door(CardAndFace), now)),
+            reason(decide_face(FaceMatch::User(&off), &door(CardAndFace), now)),
             Reason::UserDisabled
         );
     }

@@ -9,7 +9,7 @@ use acceso_protocol::{AccessEvent, CardUid, Method, Outcome, Reason};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::access::{decide_card, decide_face, DoorRules, Judgement, UserIndex};
+use crate::access::{decide_card, decide_face, DoorRules, FaceMatch, Judgement, UserIndex};
 use crate::clock::{Clock, WallTime};
 use crate::door::{DoorAction, DoorMachine, DoorTiming, LockState, Wiring};
 use crate::face::pipeline::FaceSeen;
@@ -133,7 +133,15 @@ impl Decider {
                 p.at,
             ),
             Credential::Face(f) => (
-                decide_face(f.user.as_deref(), &self.rules, now),
+                decide_face(
+                    match (f.user.as_deref(), f.ambiguous) {
+                        (Some(u), _) => FaceMatch::User(u),
+                        (None, true) => FaceMatch::Ambiguous,
+                        (None, false) => FaceMatch::Stranger,
+                    },
+                    &self.rules,
+                    now,
+                ),
                 Method::Face,
                 None,
                 f.score,

@@ -470,6 +470,8 @@ fn face_scenario_grants_known_faces_only_and_cards_keep_working() {
             ("card", "obama:granted"),
             ("face", "obama:user_disabled"),
             ("card", "old:granted"),
+            // Enrolled under two users: as close to one as to the other, so neither.
+            ("face", "-:ambiguous_face"),
         ]
     );
     // Scores: the known face well over the threshold, the stranger well under it.
@@ -482,7 +484,7 @@ fn face_scenario_grants_known_faces_only_and_cards_keep_working() {
         .map(|p| serde_json::from_value(p["event"].clone()).unwrap())
         .filter(|e: &AccessEvent| e.method == acceso_protocol::Method::Face)
         .collect();
-    assert_eq!(face_events.len(), 3);
+    assert_eq!(face_events.len(), 4);
     assert!(face_events
         .iter()
         .all(|e| e.face_score.is_some() && e.card_uid.is_none()));

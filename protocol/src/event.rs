@@ -79,6 +79,9 @@ pub enum Reason {
     /// A face was seen, but it is not accepted as any user's (too far from every enrolled
     /// face, or too close to two users to tell).
     UnknownFace,
+    /// A face close to two users' enrolled faces (within the margin): it could be either, so
+    /// it is neither.
+    AmbiguousFace,
     /// This door does not take this kind of credential (a card at a face-only door).
     MethodNotAllowed,
     /// Outside the user's weekly schedule.
@@ -119,6 +122,7 @@ impl Reason {
             | Reason::Expired
             | Reason::DoorNotAllowed
             | Reason::UnknownFace
+            | Reason::AmbiguousFace
             | Reason::MethodNotAllowed
             | Reason::OutsideSchedule
             | Reason::ClockUntrusted

@@ -22,7 +22,8 @@ pub enum Verdict {
     /// Accepted as this user, with this score.
     User { id: String, score: f32 },
     /// A face, but not one accepted as anyone's (best score given, if anyone is enrolled).
-    Stranger { score: Option<f32> },
+    /// `ambiguous`: close enough to a user, but as close to another (within the margin).
+    Stranger { score: Option<f32>, ambiguous: bool },
 }
 
 impl Verdict {
@@ -152,7 +153,10 @@ mod tests {
     }
 
     fn stranger() -> Option<Verdict> {
-        Some(Verdict::Stranger { score: Some(0.1) })
+        Some(Verdict::Stranger {
+            score: Some(0.1),
+            ambiguous: false,
+        })
     }
 
     const RULES: AgreeRules = AgreeRules {

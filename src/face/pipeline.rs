@@ -35,6 +35,8 @@ pub trait Recognizer: Send + 'static {
 pub struct FaceSeen {
     /// `None`: a face accepted as nobody's.
     pub user: Option<Arc<User>>,
+    /// Not accepted because it is as close to another user as to the closest one.
+    pub ambiguous: bool,
     pub score: Option<f32>,
     pub at: Instant,
 }
@@ -163,12 +165,13 @@ impl FaceLoop {
             agreement.done(Instant::now());
             let Some(decided) = decided else { continue };
             let user = verdict.and_then(|(_, user)| user);
-            let score = match decided {
-                Verdict::User { score, .. } => Some(score),
-                Verdict::Stranger { score } => score,
+            let (score, ambiguous) = match decided {
+                Verdict::User { score, .. } => (Some(score), false),
+                Verdict::Stranger { score, ambiguous } => (score, ambiguous),
             };
             let seen = FaceSeen {
                 user,
+                ambiguous,
                 score,
                 at: taken,
             };
@@ -202,10 +205,17 @@ impl FaceLoop {
             Some(m) => (
                 Verdict::Stranger {
                     score: Some(m.score),
+                    ambiguous: m.score >= self.threshold,
                 },
                 None,
             ),
-            None => (Verdict::Stranger { score: None }, None),
+            None => (
+                Verdict::Stranger {
+                    score: None,
+                    ambiguous: false,
+                },
+                None,
+            ),
         }))
     }
 }
