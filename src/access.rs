@@ -21,6 +21,7 @@ use crate::face::index::FaceIndex;
 #[derive(Debug, Default)]
 pub struct UserIndex {
     by_card: HashMap<CardUid, Arc<User>>,
+    by_id: HashMap<String, Arc<User>>,
     faces: FaceIndex,
     users: usize,
 }
@@ -29,13 +30,16 @@ impl UserIndex {
     pub fn build<U: Into<Arc<User>>>(users: impl IntoIterator<Item = U>) -> UserIndex {
         let users: Vec<Arc<User>> = users.into_iter().map(Into::into).collect();
         let mut by_card = HashMap::new();
+        let mut by_id = HashMap::new();
         for user in &users {
             for card in &user.cards {
                 by_card.insert(card.clone(), Arc::clone(user));
             }
+            by_id.insert(user.id.clone(), Arc::clone(user));
         }
         UserIndex {
             by_card,
+            by_id,
             faces: FaceIndex::build(&users),
             users: users.len(),
         }
@@ -44,6 +48,10 @@ impl UserIndex {
     /// The users' face embeddings of this build's model.
     pub fn faces(&self) -> &FaceIndex {
         &self.faces
+    }
+
+    pub fn user_by_id(&self, id: &str) -> Option<&User> {
+        self.by_id.get(id).map(|u| u.as_ref())
     }
 
     pub fn user_by_card(&self, uid: &CardUid) -> Option<&User> {

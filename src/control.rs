@@ -134,8 +134,14 @@ impl Decider {
             ),
             Credential::Face(f) => (
                 decide_face(
-                    match (f.user.as_deref(), f.ambiguous) {
-                        (Some(u), _) => FaceMatch::User(u),
+                    // The user as they are now: an update may have changed or removed them
+                    // since the frame was matched.
+                    match (
+                        f.user.as_ref().map(|u| index.user_by_id(&u.id)),
+                        f.ambiguous,
+                    ) {
+                        (Some(Some(u)), _) => FaceMatch::User(u),
+                        (Some(None), _) => FaceMatch::Stranger,
                         (None, true) => FaceMatch::Ambiguous,
                         (None, false) => FaceMatch::Stranger,
                     },

@@ -40,7 +40,9 @@ impl std::str::FromStr for DayTime {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let bad = || format!("{s:?} is not a time of day HH:MM from 00:00 to 24:00");
         let (h, m) = s.split_once(':').ok_or_else(bad)?;
-        if h.len() != 2 || m.len() != 2 {
+        // Two ASCII digits each: `u16::parse` alone would take "+8" or "+5".
+        let digits = |p: &str| p.len() == 2 && p.bytes().all(|b| b.is_ascii_digit());
+        if !digits(h) || !digits(m) {
             return Err(bad());
         }
         let h: u16 = h.parse().map_err(|_| bad())?;
@@ -158,7 +160,9 @@ mod tests {
     fn times_parse_to_the_minute_and_24_00_only_ends() {
         assert_eq!("07:30".parse::<DayTime>().unwrap().minutes(), 450);
         assert_eq!("24:00".parse::<DayTime>().unwrap(), DayTime::END_OF_DAY);
-        for bad in ["7:30", "24:01", "12:60", "ab:cd", "1230", "-1:00", "25:00"] {
+        for bad in [
+            "7:30", "24:01", "12:60", "ab:cd", "1230", "-1:00", "25:00", "+8:00", "09:+5", " 8:00",
+        ] {
             assert!(bad.parse::<DayTime>().is_err(), "{bad}");
         }
         let r = range(r#"{"days":["mon"],"from":"24:00","until":"06:00"}"#);

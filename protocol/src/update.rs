@@ -99,8 +99,12 @@ pub struct FaceEmbedding {
 pub enum UpdateError {
     #[error("update is {size} bytes, over the {MAX_PAYLOAD_BYTES}-byte limit")]
     Oversized { size: usize },
-    #[error("invalid update: {0}")]
-    Json(#[from] serde_json::Error),
+    /// `at` is the field at fault (`user.schedule[0].from`), empty for the message as a whole.
+    #[error("invalid update: {}{source}", if at.is_empty() { String::new() } else { format!("{at}: ") })]
+    Json {
+        at: String,
+        source: serde_json::Error,
+    },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -248,7 +252,19 @@ impl Update {
                 size: payload.len(),
             });
         }
-        Ok(serde_json::from_slice(payload)?)
+        let mut de = serde_json::Deserializer::from_slice(payload);
+        let update: Update = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let at = e.path().to_string();
+            UpdateError::Json {
+                at: if at == "." { String::new() } else { at },
+                source: e.into_inner(),
+            }
+        })?;
+        de.end().map_err(|source| UpdateError::Json {
+            at: String::new(),
+            source,
+        })?;
+        Ok(update)
     }
 }
 
@@ -318,6 +334,19 @@ mod tests {
             (
                 r#"{"version":1,"op":"upsert_user","user":{"id":"u","name":"A","cards":["XYZ"]}}"#,
                 "not hex",
+            ),
+            // A field's own error names the field.
+            (
+                r#"{"version":1,"op":"upsert_user","user":{"id":"u","name":"A","schedule":[{"days":["mon"],"from":"25:00","until":"26:00"}]}}"#,
+                "user.schedule[0].from: \"25:00\" is not a time of day",
+            ),
+            (
+                r#"{"version":1,"op":"upsert_user","user":{"id":"u","name":"A","schedule":[{"days":["funday"],"from":"08:00","until":"09:00"}]}}"#,
+                "user.schedule[0].days[0]: unknown variant `funday`",
+            ),
+            (
+                r#"{"version":1,"op":"upsert_user","user":{"id":"u","name":"A","schedule":[{"days":["mon"],"from":"09:00","until":"09:00"}]}}"#,
+                "user.schedule[0] starts and ends at 09:00",
             ),
             (
                 r#"{"version":1,"op":"upsert_user","user":{"id":"u","name":"A","cards":["DEADBEEF","de:ad:be:ef"]}}"#,
