@@ -60,12 +60,13 @@ pub async fn apply_message(
     let update = match Update::parse(payload) {
         Ok(u) => u,
         Err(e) => {
+            let (version, op) = hints(payload);
             return Observation::Applied {
-                version: version_hint(payload),
-                op: None,
+                version,
+                op,
                 outcome: ApplyResult::Rejected,
                 reason: Some(e.to_string()),
-            }
+            };
         }
     };
     let version = update.version;
@@ -127,14 +128,20 @@ pub async fn apply_message(
 }
 
 /// The `version` of a message that failed validation, if one can be read, for the report.
-fn version_hint(payload: &[u8]) -> Option<u64> {
+/// The version and op of a rejected message, where they can be read, for its report.
+fn hints(payload: &[u8]) -> (Option<u64>, Option<String>) {
     if payload.len() > MAX_PAYLOAD_BYTES {
-        return None;
+        return (None, None);
     }
-    serde_json::from_slice::<serde_json::Value>(payload)
-        .ok()?
-        .get("version")?
-        .as_u64()
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(payload) else {
+        return (None, None);
+    };
+    (
+        v.get("version").and_then(|v| v.as_u64()),
+        v.get("op")
+            .and_then(|o| o.as_str())
+            .map(|o| o.chars().take(64).collect()),
+    )
 }
 
 /// An embedding that says it is of our model must be one: a wrong length is a malformed
@@ -173,4 +180,22 @@ fn foreign_faces(user: &acceso_protocol::User) -> Option<String> {
             foreign
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rejected_message_is_reported_with_what_of_it_can_be_read() {
+        let h = |s: &str| hints(s.as_bytes());
+        assert_eq!(
+            h(r#"{"version":7,"op":"rename_user","user_id":"a"}"#),
+            (Some(7), Some("rename_user".to_string()))
+        );
+        assert_eq!(h(r#"{"version":"7","op":3}"#), (None, None));
+        assert_eq!(h("{not json"), (None, None));
+        let long = format!(r#"{{"op":"{}"}}"#, "x".repeat(500));
+        assert_eq!(h(&long).1.map(|o| o.len()), Some(64), "the op is cut short");
+    }
 }
