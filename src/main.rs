@@ -132,6 +132,14 @@ fn main() -> ExitCode {
             Command::CheckConfig { config } => {
                 let config = Config::load(&config)?;
                 print!("{}", toml::to_string(&config)?);
+                if config.door.time_zone.is_none() {
+                    // TOML has no null: say what the absent key means here.
+                    let zone = config.door.zone().map_err(anyhow::Error::msg)?;
+                    println!(
+                        "# door.time_zone is not set: schedules use the system's, {}",
+                        zone.iana_name().unwrap_or("(unnamed)")
+                    );
+                }
                 Ok(())
             }
             #[cfg(feature = "face")]

@@ -281,6 +281,10 @@ fn check_config_prints_every_default() {
         "port = 1883",
         "topic_prefix = \"acceso\"",
         "poll_ms = 20",
+        "untrusted_clock = \"deny_restricted\"",
+        "threshold = 0.45",
+        "require_sync = true",
+        "# door.time_zone is not set: schedules use the system's",
     ] {
         assert!(text.contains(key), "{key} missing in\n{text}");
     }
