@@ -154,7 +154,7 @@ pub fn enrolment(
             }
         };
         for (other, earlier) in &out {
-            let similarity: f32 = vector.iter().zip(&earlier.vector).map(|(a, b)| a * b).sum();
+            let similarity = super::cli::cosine(&vector, &earlier.vector);
             if similarity < crate::face::DEFAULT_THRESHOLD {
                 return Err(bad(format!(
                     "does not show the same person as {other} (similarity {similarity:.2}, under {}); every enrolment photo must show the user",
