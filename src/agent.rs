@@ -327,8 +327,22 @@ impl Agent {
             cancel.cancel();
             bounded(task).await;
         }
+        // Bounded too: a camera read can block inside OpenCV with no timeout of its own. By
+        // now the lock is locked and every event is queued; a stuck thread is left behind
+        // (the process is about to exit) rather than holding the stop up.
+        // Polled, not joined on the blocking pool: a runtime waits for its blocking tasks when
+        // it shuts down, so a join that never returns would keep the process from exiting.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         for thread in self.threads.drain(..) {
-            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+            while !thread.is_finished() && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            if thread.is_finished() {
+                let _ = thread.join();
+            } else {
+                let name = thread.thread().name().unwrap_or("?").to_string();
+                tracing::error!("thread {name} did not stop within 5 s; leaving it behind");
+            }
         }
     }
 
