@@ -180,29 +180,19 @@ impl Agent {
             ),
             (true, Some(camera)) => {
                 let face = config.face.clone();
-                let loaded = tokio::task::spawn_blocking(move || crate::face::recognizer(&face))
-                    .await
-                    .map_err(|e| crate::face::FaceError::Pipeline(format!("loading failed: {e}")))
-                    .and_then(|r| r);
-                match loaded {
-                    Ok(recognizer) => threads.push(
-                        FaceLoop::new(&config.face, config.camera.max_fps)
-                            .spawn(
-                                camera,
-                                recognizer,
-                                index_rx.clone(),
-                                face_tx,
-                                reporter.clone(),
-                                thread_cancel.clone(),
-                            )
-                            .map_err(AgentError::Thread)?,
-                    ),
-                    Err(e) => reporter.health(
-                        Component::Face,
-                        HealthState::Failed,
-                        format!("{e}; {}", without_faces(config.door.mode)),
-                    ),
-                }
+                threads.push(
+                    FaceLoop::new(&config.face, config.camera.max_fps)
+                        .spawn(
+                            camera,
+                            Box::new(move || crate::face::recognizer(&face)),
+                            without_faces(config.door.mode),
+                            index_rx.clone(),
+                            face_tx,
+                            reporter.clone(),
+                            thread_cancel.clone(),
+                        )
+                        .map_err(AgentError::Thread)?,
+                );
             }
         }
 

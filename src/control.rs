@@ -137,7 +137,7 @@ impl Decider {
                     // The user as they are now: an update may have changed or removed them
                     // since the frame was matched.
                     match (
-                        f.user.as_ref().map(|u| index.user_by_id(&u.id)),
+                        f.user_id.as_deref().map(|id| index.user_by_id(id)),
                         f.ambiguous,
                     ) {
                         (Some(Some(u)), _) => FaceMatch::User(u),

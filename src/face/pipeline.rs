@@ -9,7 +9,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use acceso_protocol::User;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -33,16 +32,13 @@ pub trait Recognizer: Send + 'static {
 /// close the match was.
 #[derive(Debug)]
 pub struct FaceSeen {
-    /// `None`: a face accepted as nobody's.
-    pub user: Option<Arc<User>>,
+    /// `None`: a face accepted as nobody's. The decision looks the user up as they are then.
+    pub user_id: Option<String>,
     /// Not accepted because it is as close to another user as to the closest one.
     pub ambiguous: bool,
     pub score: Option<f32>,
     pub at: Instant,
 }
-
-/// One frame's verdict and, when recognised, the user.
-type Looked = (Verdict, Option<Arc<User>>);
 
 /// Settings of the camera thread.
 #[derive(Debug, Clone)]
@@ -74,10 +70,15 @@ impl FaceLoop {
         }
     }
 
+    /// Starts the camera thread. It loads the recogniser itself (`load`: seconds on a Pi), so
+    /// the door decides cards while the models load; if they cannot be loaded it reports
+    /// why, with `unavailable` (what the door still does), and ends.
+    #[allow(clippy::too_many_arguments)]
     pub fn spawn(
         self,
         camera: Box<dyn FrameSource>,
-        recognizer: Box<dyn Recognizer>,
+        load: Box<dyn FnOnce() -> Result<Box<dyn Recognizer>, FaceError> + Send>,
+        unavailable: &'static str,
         index: watch::Receiver<Arc<UserIndex>>,
         out: mpsc::Sender<FaceSeen>,
         reporter: Reporter,
@@ -85,7 +86,17 @@ impl FaceLoop {
     ) -> std::io::Result<std::thread::JoinHandle<()>> {
         std::thread::Builder::new()
             .name("camera".into())
-            .spawn(move || self.run(camera, recognizer, index, out, reporter, cancel))
+            .spawn(move || match load() {
+                Ok(recognizer) => {
+                    reporter.health(Component::Face, HealthState::Ok, "models loaded");
+                    self.run(camera, recognizer, index, out, reporter, cancel)
+                }
+                Err(e) => reporter.health(
+                    Component::Face,
+                    HealthState::Failed,
+                    format!("{e}; {unavailable}"),
+                ),
+            })
     }
 
     fn run(
@@ -98,8 +109,9 @@ impl FaceLoop {
         cancel: CancellationToken,
     ) {
         let mut agreement = Agreement::new(self.agree);
+        // Reported as loaded: the first frame's verdict only reports a change.
+        let mut pipeline_ok: Option<bool> = Some(true);
         let mut camera_ok: Option<bool> = None;
-        let mut pipeline_ok: Option<bool> = None;
         let mut failures: u32 = 0;
         let mut last_frame: Option<Instant> = None;
         let health = |component, ok: &mut Option<bool>, now_ok: bool, detail: String| {
@@ -161,16 +173,15 @@ impl FaceLoop {
                     None
                 }
             };
-            let decided = agreement.frame(verdict.as_ref().map(|(v, _)| v.clone()), taken);
+            let decided = agreement.frame(verdict, taken);
             agreement.done(Instant::now());
             let Some(decided) = decided else { continue };
-            let user = verdict.and_then(|(_, user)| user);
-            let (score, ambiguous) = match decided {
-                Verdict::User { score, .. } => (Some(score), false),
-                Verdict::Stranger { score, ambiguous } => (score, ambiguous),
+            let (user_id, score, ambiguous) = match decided {
+                Verdict::User { id, score } => (Some(id), Some(score), false),
+                Verdict::Stranger { score, ambiguous } => (None, score, ambiguous),
             };
             let seen = FaceSeen {
-                user,
+                user_id,
                 ambiguous,
                 score,
                 at: taken,
@@ -181,13 +192,13 @@ impl FaceLoop {
         }
     }
 
-    /// One frame's verdict and, for a recognised face, its user; `None` when no face counts.
+    /// One frame's verdict; `None` when no face counts.
     fn look(
         &self,
         recognizer: &mut dyn Recognizer,
         frame: &Frame,
         index: &UserIndex,
-    ) -> Result<Option<Looked>, FaceError> {
+    ) -> Result<Option<Verdict>, FaceError> {
         let faces = recognizer.detect(frame)?;
         let face = match choose(&faces, self.min_size, self.crowd_ratio) {
             Chosen::NoFace | Chosen::Ambiguous => return Ok(None),
@@ -195,27 +206,18 @@ impl FaceLoop {
         };
         let probe = recognizer.embed(face)?;
         Ok(Some(match index.faces().best(&probe) {
-            Some(m) if m.accepted(self.threshold, self.margin) => (
-                Verdict::User {
-                    id: m.user.id.clone(),
-                    score: m.score,
-                },
-                Some(m.user),
-            ),
-            Some(m) => (
-                Verdict::Stranger {
-                    score: Some(m.score),
-                    ambiguous: m.score >= self.threshold,
-                },
-                None,
-            ),
-            None => (
-                Verdict::Stranger {
-                    score: None,
-                    ambiguous: false,
-                },
-                None,
-            ),
+            Some(m) if m.accepted(self.threshold, self.margin) => Verdict::User {
+                id: m.user.id.clone(),
+                score: m.score,
+            },
+            Some(m) => Verdict::Stranger {
+                score: Some(m.score),
+                ambiguous: m.score >= self.threshold,
+            },
+            None => Verdict::Stranger {
+                score: None,
+                ambiguous: false,
+            },
         }))
     }
 }

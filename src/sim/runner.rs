@@ -71,6 +71,8 @@ struct Tally {
     reader_ok: Option<bool>,
     unlocked: bool,
     first_factors: usize,
+    /// The camera thread has loaded its models (or failed to) since the agent last started.
+    faces_ready: bool,
 }
 
 impl Tally {
@@ -174,6 +176,10 @@ impl World {
                 state,
                 ..
             } => t.reader_ok = Some(*state == HealthState::Ok),
+            Observation::Health {
+                component: Component::Face,
+                ..
+            } => t.faces_ready = true,
             Observation::Relay { state } => t.unlocked = *state == LockState::Unlocked,
             Observation::FirstFactor { .. } => t.first_factors += 1,
             _ => {}
@@ -291,10 +297,16 @@ pub async fn run_scenario(
         tally: Tally::default(),
         printer: Printer { start, out },
     };
+    let faces_door = door.config.door.mode != DoorMode::Card;
     let mut agent = door.start().await?;
     world
         .until(CONNECT_BOUND, |t| t.broker_ok == Some(true))
         .await?;
+    // The camera thread loads the models after the agent has started; scenarios begin once
+    // it can see (cards work meanwhile, as at a real door).
+    if faces_door {
+        world.until(CONNECT_BOUND, |t| t.faces_ready).await?;
+    }
     let link_up = |proxy: &Option<CutProxy>| proxy.as_ref().is_none_or(CutProxy::is_up);
 
     for step in &steps {
@@ -409,7 +421,11 @@ pub async fn run_scenario(
                     agent.stop().await;
                 }
                 world.tally.broker_ok = None;
+                world.tally.faces_ready = false;
                 agent = door.start().await?;
+                if faces_door {
+                    world.until(CONNECT_BOUND, |t| t.faces_ready).await?;
+                }
                 if link_up(&proxy) {
                     world
                         .until(CONNECT_BOUND, |t| t.broker_ok == Some(true))
