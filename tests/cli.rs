@@ -453,6 +453,14 @@ fn face_decisions(lines: &[Value]) -> Vec<(String, String, Option<f64>)> {
         .collect()
 }
 
+/// The (method, "user:reason") of every decision, for comparing with a list.
+#[cfg(feature = "face")]
+fn what_was_decided(got: &[(String, String, Option<f64>)]) -> Vec<(&str, &str)> {
+    got.iter()
+        .map(|(m, r, _)| (m.as_str(), r.as_str()))
+        .collect()
+}
+
 /// The real models on real photos, through the whole agent: enrolment from photos, a
 /// recognised face granted, a stranger denied, no decision for a dog, a crowd or a broken frame,
 /// cards still working, a disabled user's face denied, another model's embeddings ignored.
@@ -462,12 +470,8 @@ fn face_scenario_grants_known_faces_only_and_cards_keep_working() {
     let lines = scenario("faces");
     check_run(&lines, 1000, 0);
     let got = face_decisions(&lines);
-    let what: Vec<(&str, &str)> = got
-        .iter()
-        .map(|(m, r, _)| (m.as_str(), r.as_str()))
-        .collect();
     assert_eq!(
-        what,
+        what_was_decided(&got),
         [
             ("face", "obama:granted"),
             ("face", "-:unknown_face"),
@@ -513,12 +517,8 @@ fn face_scenario_grants_known_faces_only_and_cards_keep_working() {
 fn face_only_door_denies_cards_needs_agreeing_frames_and_decides_once_per_visit() {
     let lines = scenario("face_only");
     let got = face_decisions(&lines);
-    let what: Vec<(&str, &str)> = got
-        .iter()
-        .map(|(m, r, _)| (m.as_str(), r.as_str()))
-        .collect();
     assert_eq!(
-        what,
+        what_was_decided(&got),
         [
             ("card", "obama:method_not_allowed"),
             ("face", "obama:granted"),
@@ -670,7 +670,14 @@ fn card_and_face_door_needs_both_of_one_user_within_the_window_in_either_order()
         assert_eq!(g["card_uid"], "DEADBEEF");
         assert!(g["face_score"].as_f64().unwrap() > 0.45, "{g}");
     }
-    // The missing second factor is decided one window after the card.
-    let waits: Vec<&Value> = of_kind(&lines, "first_factor");
+    // The missing second factor is decided one window (3 s) after the card was read.
+    let missing = of_kind(&lines, "decision")
+        .into_iter()
+        .find(|d| d["reason"] == "second_factor_missing")
+        .unwrap();
+    let waited = missing["latency_us"].as_u64().unwrap();
+    assert!((3_000_000..3_500_000).contains(&waited), "{missing}");
+    // Every credential of a two-factor attempt is shown while it waits.
+    let waits = of_kind(&lines, "first_factor");
     assert!(waits.len() >= 6, "{waits:?}");
 }
