@@ -11,6 +11,7 @@ use acceso::observe::{Component, HealthState, Observation};
 use support::door::{collect_events, TestDoor, BOUND};
 use support::mosquitto::{subscriber, Mosquitto, TlsFiles};
 use support::pki::{Ca, Issued, Validity};
+use support::relay::Relay;
 
 const BIN: &str = env!("CARGO_BIN_EXE_acceso");
 const DEVICE: &str = "test-door";
@@ -22,6 +23,9 @@ struct Setup {
     ca: Ca,
     ca_pem: PathBuf,
     broker: Mosquitto,
+    /// In front of the broker's TLS listener: the agent connects through it, so every attempt
+    /// is counted.
+    relay: Relay,
 }
 
 impl Setup {
@@ -35,11 +39,13 @@ impl Setup {
             cert: server.cert,
             key: server.key,
         });
+        let relay = Relay::start(broker.tls_port());
         Setup {
             dir,
             ca,
             ca_pem,
             broker,
+            relay,
         }
     }
 
@@ -54,7 +60,7 @@ impl Setup {
     /// The agent, connecting to the TLS listener with these files.
     async fn door(&self, ca: &Path, device: &Issued) -> TestDoor {
         let (ca, cert, key) = (ca.to_owned(), device.cert.clone(), device.key.clone());
-        TestDoor::start_with(self.broker.tls_port(), move |c| {
+        TestDoor::start_with(self.relay.port(), move |c| {
             c.broker.tls = true;
             c.broker.ca_file = Some(ca);
             c.broker.cert_file = Some(cert);
@@ -65,14 +71,9 @@ impl Setup {
         .await
     }
 
-    /// How many TCP connections the broker accepted on its TLS listener so far.
+    /// How many TCP connections the agent opened to the broker's TLS listener so far.
     fn tls_connections(&self) -> usize {
-        let marker = format!("on port {}.", self.broker.tls_port());
-        self.broker
-            .log()
-            .lines()
-            .filter(|l| l.contains("New connection from") && l.contains(&marker))
-            .count()
+        self.relay.connections()
     }
 }
 
@@ -231,8 +232,7 @@ fn a_missing_or_mismatched_key_stops_the_start_and_names_the_file() {
     let other = setup
         .ca
         .issue_client(setup.path(), "other", Validity::Current);
-    let port = setup.broker.tls_port();
-    // The harness's own readiness probe counts as one.
+    let port = setup.relay.port();
     let before = setup.tls_connections();
 
     let missing = setup.path().join("no-such.key");

@@ -1,5 +1,6 @@
 pub mod door;
 pub mod mosquitto;
 pub mod pki;
+pub mod relay;
 pub mod reliability;
 pub mod wiring;
