@@ -9,6 +9,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::schedule::TimeRange;
+use crate::signed::{self, Purpose, SignatureError, Signer, TrustedKeys};
 use crate::CardUid;
 
 /// AWS IoT Core's payload limit. Nothing larger is accepted or sent.
@@ -16,16 +17,15 @@ pub const MAX_PAYLOAD_BYTES: usize = 128 * 1024;
 
 /// One change to the user set, with its fleet-wide version.
 ///
-/// On the wire: `{"version": 4, "op": "upsert_user", "user": {...}}` or
-/// `{"version": 5, "op": "delete_user", "user_id": "u1"}`, with an optional `signature`.
+/// The body of a signed envelope on the wire (see [`crate::signed`]):
+/// `{"version": 4, "op": "upsert_user", "user": {...}}` or
+/// `{"version": 5, "op": "delete_user", "user_id": "u1"}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(try_from = "RawUpdate", into = "RawUpdate")]
 pub struct Update {
     /// Fleet-wide, strictly increasing, assigned by the cloud; the first is 1.
     pub version: u64,
     pub op: UpdateOp,
-    /// The cloud's signature over the update (verified from the signed-sync issue on).
-    pub signature: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -105,6 +105,10 @@ pub enum UpdateError {
         at: String,
         source: serde_json::Error,
     },
+    #[error("invalid update: {0}")]
+    Envelope(String),
+    #[error("update refused: {0}")]
+    Signature(#[from] SignatureError),
 }
 
 #[derive(Serialize, Deserialize)]
@@ -116,8 +120,6 @@ struct RawUpdate {
     user: Option<User>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     user_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    signature: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -128,6 +130,9 @@ enum OpName {
 }
 
 const MAX_ID_LEN: usize = 128;
+/// The most a user's JSON may take, so that any user fits in one update and one snapshot page.
+pub const MAX_USER_BYTES: usize = 100 * 1024;
+const MAX_NAME_LEN: usize = 256;
 
 fn check_id(field: &str, id: &str) -> Result<(), String> {
     if id.trim().is_empty() {
@@ -147,6 +152,12 @@ impl User {
         check_id("user.id", &self.id)?;
         if self.name.chars().any(char::is_control) {
             return Err(format!("user.name {:?} has control characters", self.name));
+        }
+        if self.name.len() > MAX_NAME_LEN {
+            return Err(format!(
+                "user.name is {} bytes, over {MAX_NAME_LEN}",
+                self.name.len()
+            ));
         }
         let mut seen = HashSet::new();
         for card in &self.cards {
@@ -176,6 +187,12 @@ impl User {
             for (i, door) in doors.iter().enumerate() {
                 check_id(&format!("user.doors[{i}]"), door)?;
             }
+        }
+        let size = serde_json::to_vec(self).map(|v| v.len()).unwrap_or(usize::MAX);
+        if size > MAX_USER_BYTES {
+            return Err(format!(
+                "user is {size} bytes of JSON, over the {MAX_USER_BYTES}-byte limit for one user"
+            ));
         }
         Ok(())
     }
@@ -223,7 +240,6 @@ impl TryFrom<RawUpdate> for Update {
         Ok(Update {
             version: raw.version,
             op,
-            signature: raw.signature,
         })
     }
 }
@@ -239,13 +255,39 @@ impl From<Update> for RawUpdate {
             op,
             user,
             user_id,
-            signature: u.signature,
         }
     }
 }
 
 impl Update {
-    /// Parses and validates one message exactly as it arrived.
+    /// Opens a message from the updates topic: the envelope, then the signature (when `keys`
+    /// pins any; `None` accepts unsigned messages), then the update itself. Nothing is parsed
+    /// before its signature is checked.
+    pub fn open(payload: &[u8], keys: Option<&TrustedKeys>) -> Result<Update, UpdateError> {
+        if payload.len() > MAX_PAYLOAD_BYTES {
+            return Err(UpdateError::Oversized {
+                size: payload.len(),
+            });
+        }
+        let opened = signed::open(payload).map_err(UpdateError::Envelope)?;
+        if let Some(keys) = keys {
+            keys.verify(
+                Purpose::Update,
+                opened.body.as_bytes(),
+                opened.signature.as_deref(),
+            )?;
+        }
+        Update::parse(opened.body.as_bytes())
+    }
+
+    /// The message for the updates topic: this update in an envelope signed by `signer`.
+    pub fn seal(&self, signer: Option<&dyn Signer>) -> Vec<u8> {
+        // Serialising a validated update cannot fail (no maps with non-string keys).
+        let body = serde_json::to_string(self).unwrap_or_default();
+        signed::seal(Purpose::Update, &body, signer)
+    }
+
+    /// Parses and validates an update body exactly as it arrived.
     pub fn parse(payload: &[u8]) -> Result<Update, UpdateError> {
         if payload.len() > MAX_PAYLOAD_BYTES {
             return Err(UpdateError::Oversized {
