@@ -285,12 +285,18 @@ pub fn open<'a>(payload: &'a [u8]) -> Result<Opened<'a>, String> {
 /// Wraps `body` (JSON text) in an envelope signed by `signer`, or unsigned if `None`.
 pub fn seal(purpose: Purpose, body: &str, signer: Option<&dyn Signer>) -> Vec<u8> {
     let signature = signer.map(|s| s.sign(purpose, body.as_bytes()));
+    envelope(body, signature.as_deref())
+}
+
+/// Wraps `body` (JSON text) with a signature made elsewhere (base64 DER, e.g. from AWS KMS
+/// `Sign` over [`digest`]), or none.
+pub fn envelope(body: &str, signature: Option<&str>) -> Vec<u8> {
     let mut out = String::with_capacity(body.len() + 128);
     out.push_str("{\"body\":");
     out.push_str(body);
     if let Some(sig) = signature {
         out.push_str(",\"signature\":\"");
-        out.push_str(&sig);
+        out.push_str(sig);
         out.push('"');
     }
     out.push('}');
@@ -356,7 +362,10 @@ mod tests {
         let key = SigningKey::generate().unwrap();
         let pem = key.public_key().to_pem();
         assert!(pem.starts_with("-----BEGIN PUBLIC KEY-----\n"));
-        assert_eq!(PublicKey::from_pem(pem.as_bytes()).unwrap(), key.public_key());
+        assert_eq!(
+            PublicKey::from_pem(pem.as_bytes()).unwrap(),
+            key.public_key()
+        );
         assert!(matches!(
             PublicKey::from_pem(b"not pem"),
             Err(KeyError::Pem(_))

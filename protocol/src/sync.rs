@@ -218,6 +218,17 @@ impl SyncResponse {
     }
 }
 
+/// The body of the cloud's answer "you are current" (to sign for [`Purpose::Sync`]).
+pub fn current_body(device: &str, request: &str, version: u64) -> String {
+    let body = RawCurrent {
+        kind: "current".into(),
+        device: device.into(),
+        request: request.into(),
+        version,
+    };
+    serde_json::to_string(&body).unwrap_or_default()
+}
+
 /// The cloud's answer "you are current", sealed.
 pub fn seal_current(
     device: &str,
@@ -225,14 +236,11 @@ pub fn seal_current(
     version: u64,
     signer: Option<&dyn Signer>,
 ) -> Vec<u8> {
-    let body = RawCurrent {
-        kind: "current".into(),
-        device: device.into(),
-        request: request.into(),
-        version,
-    };
-    let text = serde_json::to_string(&body).unwrap_or_default();
-    signed::seal(Purpose::Sync, &text, signer)
+    signed::seal(
+        Purpose::Sync,
+        &current_body(device, request, version),
+        signer,
+    )
 }
 
 /// Room in a page for the envelope, the signature and the header fields.
@@ -247,6 +255,22 @@ pub fn seal_snapshot(
     users: &[User],
     signer: Option<&dyn Signer>,
 ) -> Result<Vec<Vec<u8>>, String> {
+    let bodies = snapshot_bodies(device, request, version, users)?;
+    Ok(bodies
+        .iter()
+        .map(|b| signed::seal(Purpose::Sync, b, signer))
+        .collect())
+}
+
+/// The page bodies of a snapshot (to sign for [`Purpose::Sync`] and wrap with
+/// [`signed::envelope`]); each sealed page fits [`MAX_PAYLOAD_BYTES`] with room for the
+/// envelope and a signature.
+pub fn snapshot_bodies(
+    device: &str,
+    request: &str,
+    version: u64,
+    users: &[User],
+) -> Result<Vec<String>, String> {
     let budget = MAX_PAYLOAD_BYTES - PAGE_OVERHEAD - device.len() - request.len();
     let mut texts = Vec::with_capacity(users.len());
     for u in users {
@@ -289,14 +313,14 @@ pub fn seal_snapshot(
             users,
         };
         let text = serde_json::to_string(&body).map_err(|e| e.to_string())?;
-        let sealed = signed::seal(Purpose::Sync, &text, signer);
-        if sealed.len() > MAX_PAYLOAD_BYTES {
+        // An envelope adds its keys and a signature of at most 72 DER bytes (96 in base64).
+        if text.len() + 160 > MAX_PAYLOAD_BYTES {
             return Err(format!(
                 "page {i} came to {} bytes, over the payload limit",
-                sealed.len()
+                text.len()
             ));
         }
-        out.push(sealed);
+        out.push(text);
     }
     Ok(out)
 }
@@ -391,7 +415,9 @@ mod tests {
             ],
             faces: vec![FaceEmbedding {
                 model: "sface_2021dec".into(),
-                vector: (0..face_len).map(|k| (k as f32 * 0.37 + i as f32).sin()).collect(),
+                vector: (0..face_len)
+                    .map(|k| (k as f32 * 0.37 + i as f32).sin())
+                    .collect(),
             }],
             valid_from: None,
             valid_until: None,
@@ -454,7 +480,10 @@ mod tests {
         let first = open(&a[1]);
         let intruder = open(&b[0]);
         let asm = Assembly::new(&first);
-        assert!(!asm.fits(&intruder), "another snapshot's page has another checksum");
+        assert!(
+            !asm.fits(&intruder),
+            "another snapshot's page has another checksum"
+        );
         // A page whose users were altered but whose header was kept (unsigned here).
         let mut tampered = open(&a[0]);
         tampered.users = intruder.users.clone();

@@ -188,7 +188,9 @@ impl User {
                 check_id(&format!("user.doors[{i}]"), door)?;
             }
         }
-        let size = serde_json::to_vec(self).map(|v| v.len()).unwrap_or(usize::MAX);
+        let size = serde_json::to_vec(self)
+            .map(|v| v.len())
+            .unwrap_or(usize::MAX);
         if size > MAX_USER_BYTES {
             return Err(format!(
                 "user is {size} bytes of JSON, over the {MAX_USER_BYTES}-byte limit for one user"
@@ -280,11 +282,15 @@ impl Update {
         Update::parse(opened.body.as_bytes())
     }
 
+    /// The body to sign for [`Purpose::Update`] (wrap it with [`signed::envelope`]).
+    pub fn body(&self) -> String {
+        // Serialising an update cannot fail (no maps with non-string keys).
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
     /// The message for the updates topic: this update in an envelope signed by `signer`.
     pub fn seal(&self, signer: Option<&dyn Signer>) -> Vec<u8> {
-        // Serialising a validated update cannot fail (no maps with non-string keys).
-        let body = serde_json::to_string(self).unwrap_or_default();
-        signed::seal(Purpose::Update, &body, signer)
+        signed::seal(Purpose::Update, &self.body(), signer)
     }
 
     /// Parses and validates an update body exactly as it arrived.
