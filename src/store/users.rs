@@ -158,7 +158,6 @@ mod tests {
                 schedule: vec![],
                 two_factor: false,
             }),
-            signature: None,
         }
     }
 
@@ -166,7 +165,6 @@ mod tests {
         Update {
             version,
             op: UpdateOp::DeleteUser { user_id: id.into() },
-            signature: None,
         }
     }
 
