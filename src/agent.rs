@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::access::{DoorRules, UserIndex};
 use crate::clock::Clock;
-use crate::cloud::{run_link, run_updates, LinkSettings};
+use crate::cloud::{run_link, Consumer, LinkSettings, SyncTiming};
 use crate::config::Config;
 use crate::config::DoorMode;
 use crate::control::{Control, Decider, Lock};
@@ -48,6 +48,8 @@ pub enum AgentError {
     Thread(std::io::Error),
     #[error(transparent)]
     Tls(#[from] crate::cloud::tls::TlsSetupError),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
 }
 
 /// A started agent. Stop it with `stop` (graceful) or `crash` (abrupt, for simulation).
@@ -134,6 +136,23 @@ impl Agent {
         // channel here would let a burst block the MQTT task, which must keep draining the
         // client's request queue (where the acknowledgements wait): a deadlock.
         let (update_tx, update_rx) = mpsc::unbounded_channel();
+        let (request_tx, request_rx) = mpsc::unbounded_channel();
+        let keys = config.sync.trusted_keys()?;
+        if keys.is_empty() {
+            let warning = "no cloud signing key pinned (sync.public_keys): UNSIGNED user updates are accepted, so anyone who can publish to the updates topic can add users to this door; pin the cloud's public key";
+            tracing::warn!("{warning}");
+            reporter.health(Component::Sync, HealthState::Degraded, warning);
+        } else {
+            let prints: Vec<String> = keys.keys().iter().map(|k| k.fingerprint()).collect();
+            reporter.health(
+                Component::Sync,
+                HealthState::Ok,
+                format!(
+                    "updates must be signed by cloud key {}",
+                    prints.join(" or ")
+                ),
+            );
+        }
 
         let (input_tx, input_rx) = mpsc::channel(16);
         let mut threads = Vec::new();
@@ -258,15 +277,23 @@ impl Agent {
                 config.outbox.max_events,
                 reporter.clone(),
             )),
-            tokio::spawn(run_updates(
-                update_rx,
-                users,
-                client.clone(),
-                store.clone(),
-                index_tx,
-                reporter.clone(),
-                cancel.clone(),
-            )),
+            tokio::spawn(
+                Consumer::new(
+                    config.device_id.clone(),
+                    Some(keys),
+                    store.clone(),
+                    users,
+                    index_tx,
+                    reporter.clone(),
+                    request_tx,
+                    SyncTiming {
+                        request_timeout: Duration::from_millis(config.sync.request_timeout_ms),
+                        retry_max: Duration::from_millis(config.sync.retry_max_ms),
+                        check_every: Duration::from_secs(config.sync.check_every_s),
+                    },
+                )
+                .run(update_rx, client.clone(), cancel.clone()),
+            ),
         ];
         // The link stops last, so the acknowledgements and events of the other tasks still
         // go out in a graceful stop.
@@ -277,6 +304,7 @@ impl Agent {
             eventloop,
             store.clone(),
             update_tx,
+            request_rx,
             reporter,
             link_cancel.clone(),
         ));

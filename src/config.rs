@@ -62,6 +62,101 @@ pub struct Config {
     pub outbox: OutboxConfig,
     #[serde(default)]
     pub clock: ClockConfig,
+    #[serde(default)]
+    pub sync: SyncConfig,
+}
+
+/// `[sync]`: trusting and catching up with the cloud's user updates.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncConfig {
+    /// PEM files of the cloud's ECDSA P-256 public signing keys (two while a key is rotated).
+    /// With any, every update and sync response must be signed by one of them; without, the
+    /// agent accepts unsigned ones and warns at every start. Default none.
+    #[serde(default)]
+    pub public_keys: Vec<PathBuf>,
+    /// How long to wait for the answer to a sync request before asking again (ms,
+    /// 1000..=600000); each retry waits twice as long, up to `retry_max_ms`. Default 15000.
+    #[serde(default = "default_sync_timeout_ms")]
+    pub request_timeout_ms: u64,
+    /// Longest wait between sync retries (ms, request_timeout_ms..=3600000). Default 300000.
+    #[serde(default = "default_sync_retry_max_ms")]
+    pub retry_max_ms: u64,
+    /// How often to check with the cloud that the user set is current, besides on every
+    /// connect (s, 60..=86400). Default 3600.
+    #[serde(default = "default_sync_check_s")]
+    pub check_every_s: u64,
+}
+
+fn default_sync_timeout_ms() -> u64 {
+    15_000
+}
+
+fn default_sync_retry_max_ms() -> u64 {
+    300_000
+}
+
+fn default_sync_check_s() -> u64 {
+    3600
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        SyncConfig {
+            public_keys: Vec::new(),
+            request_timeout_ms: default_sync_timeout_ms(),
+            retry_max_ms: default_sync_retry_max_ms(),
+            check_every_s: default_sync_check_s(),
+        }
+    }
+}
+
+impl SyncConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !(1000..=600_000).contains(&self.request_timeout_ms) {
+            return Err(invalid(
+                "sync.request_timeout_ms",
+                format!("{} is outside 1000..=600000", self.request_timeout_ms),
+            ));
+        }
+        if self.retry_max_ms < self.request_timeout_ms || self.retry_max_ms > 3_600_000 {
+            return Err(invalid(
+                "sync.retry_max_ms",
+                format!(
+                    "{} must be between sync.request_timeout_ms ({}) and 3600000",
+                    self.retry_max_ms, self.request_timeout_ms
+                ),
+            ));
+        }
+        if !(60..=86_400).contains(&self.check_every_s) {
+            return Err(invalid(
+                "sync.check_every_s",
+                format!("{} is outside 60..=86400", self.check_every_s),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Reads the pinned keys. An unreadable or wrong file is an error naming it.
+    pub fn trusted_keys(&self) -> Result<acceso_protocol::TrustedKeys, ConfigError> {
+        let mut keys = Vec::new();
+        for (i, path) in self.public_keys.iter().enumerate() {
+            let pem = std::fs::read(path).map_err(|e| {
+                invalid(
+                    "sync.public_keys",
+                    format!("[{i}]: cannot read {}: {e}", path.display()),
+                )
+            })?;
+            let key = acceso_protocol::PublicKey::from_pem(&pem).map_err(|e| {
+                invalid(
+                    "sync.public_keys",
+                    format!("[{i}]: {}: {e}", path.display()),
+                )
+            })?;
+            keys.push(key);
+        }
+        Ok(acceso_protocol::TrustedKeys::new(keys))
+    }
 }
 
 /// `[clock]`: when the wall clock is trusted (`time_trusted` in events).
@@ -522,6 +617,7 @@ impl Config {
             },
             outbox: OutboxConfig::default(),
             clock: ClockConfig::default(),
+            sync: SyncConfig::default(),
         }
     }
 
@@ -559,6 +655,7 @@ impl Config {
         }
         self.camera.validate()?;
         self.face.validate()?;
+        self.sync.validate()?;
         match self.door.mode {
             DoorMode::Card => {}
             DoorMode::Face | DoorMode::CardOrFace | DoorMode::CardAndFace

@@ -49,6 +49,21 @@ pub enum Observation {
         state: HealthState,
         detail: String,
     },
+    /// The sync with the cloud's user set: a request sent, or the door found current.
+    Sync {
+        state: SyncState,
+        have_version: u64,
+        detail: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncState {
+    /// Asked the cloud for what this door is missing.
+    Requested,
+    /// The cloud's answer leaves this door current.
+    Current,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -76,6 +91,8 @@ pub enum Component {
     Broker,
     Store,
     Clock,
+    /// Trust in and currency of the cloud's user set (signing keys, sync).
+    Sync,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

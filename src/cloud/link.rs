@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use acceso_protocol::{Topics, MAX_PAYLOAD_BYTES};
 use rumqttc::{
-    AsyncClient, ConnectionError, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet,
-    Publish, QoS, TlsConfiguration, Transport,
+    AsyncClient, ConnectionError, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS,
+    TlsConfiguration, Transport,
 };
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::backoff::Backoff;
 use super::tls::{explain, find_rustls, TlsTrouble};
+use super::updates::Inbound;
 use super::window::Window;
 use crate::observe::{Component, HealthState, Reporter};
 use crate::store::SharedStore;
@@ -94,12 +95,16 @@ pub async fn run_link(
     client: AsyncClient,
     mut eventloop: EventLoop,
     store: SharedStore,
-    updates: mpsc::UnboundedSender<Publish>,
+    updates: mpsc::UnboundedSender<Inbound>,
+    mut sync_requests: mpsc::UnboundedReceiver<Vec<u8>>,
     reporter: Reporter,
     cancel: CancellationToken,
 ) {
     let logs = settings.topics.logs();
     let updates_topic = settings.topics.updates();
+    let sync_topic = settings.topics.sync_for(&settings.device);
+    let sync_request_topic = settings.topics.sync_request();
+    let mut requests_open = true;
     let status_topic = settings.topics.status_of(&settings.device);
     let mut window = Window::new(MAX_IN_FLIGHT);
     let seed = uuid::Uuid::new_v4().as_u64_pair().0;
@@ -131,6 +136,23 @@ pub async fn run_link(
                 maybe_more = true;
                 continue;
             }
+            r = sync_requests.recv(), if requests_open => {
+                match r {
+                    // QoS 1, but nothing waits for its PUBACK: an unanswered request is asked
+                    // again by the consumer. Not connected: dropped, and asked on connect.
+                    Some(payload) if connected => {
+                        if client
+                            .try_publish(&sync_request_topic, QoS::AtLeastOnce, false, payload)
+                            .is_ok()
+                        {
+                            window.handed_other();
+                        }
+                    }
+                    Some(_) => {}
+                    None => requests_open = false,
+                }
+                continue;
+            }
             _ = reporter.board().changed() => {
                 if subscribed {
                     publish_status(&client, &store, &settings, &reporter, &mut window, &mut published_health).await;
@@ -147,8 +169,12 @@ pub async fn run_link(
                 backoff.connected(Instant::now());
                 window.connected(ack.session_present);
                 // Subscribe after every CONNACK: without a session the broker forgot it.
-                if let Err(e) = client.try_subscribe(&updates_topic, QoS::AtLeastOnce) {
-                    tracing::error!("cannot queue subscription to {updates_topic}: {e}");
+                let filters = [&updates_topic, &sync_topic]
+                    .map(|t| rumqttc::SubscribeFilter::new(t.to_string(), QoS::AtLeastOnce));
+                if let Err(e) = client.try_subscribe_many(filters) {
+                    tracing::error!(
+                        "cannot queue subscription to {updates_topic} and {sync_topic}: {e}"
+                    );
                 }
             }
             Ok(Event::Incoming(Packet::SubAck(ack))) => {
@@ -161,19 +187,22 @@ pub async fn run_link(
                     reporter.health(
                         Component::Broker,
                         HealthState::Failed,
-                        format!("broker refused the subscription to {updates_topic}: user updates will not arrive (check the device policy)"),
+                        format!("broker refused the subscription to {updates_topic} or {sync_topic}: user updates will not arrive (check the device policy)"),
                     );
                 } else {
                     reporter.health(
                         Component::Broker,
                         HealthState::Ok,
                         format!(
-                            "connected to {}:{}, subscribed to {updates_topic}",
+                            "connected to {}:{}, subscribed to {updates_topic} and {sync_topic}",
                             settings.host, settings.port
                         ),
                     );
                     subscribed = true;
                     published_health = None;
+                    if updates.send(Inbound::Connected).is_err() {
+                        break;
+                    }
                     publish_status(
                         &client,
                         &store,
@@ -193,13 +222,21 @@ pub async fn run_link(
                 }
             }
             Ok(Event::Incoming(Packet::Publish(publish))) => {
-                if publish.topic == updates_topic {
-                    // The consumer acknowledges it once applied; if it is gone we are stopping.
-                    if updates.send(publish).is_err() {
+                let inbound = if publish.topic == updates_topic {
+                    Some(Inbound::Update(publish))
+                } else if publish.topic == sync_topic {
+                    Some(Inbound::Sync(publish))
+                } else {
+                    if let Err(e) = client.try_ack(&publish) {
+                        tracing::warn!("cannot ack a message on {}: {e}", publish.topic);
+                    }
+                    None
+                };
+                // The consumer acknowledges it once applied; if it is gone we are stopping.
+                if let Some(inbound) = inbound {
+                    if updates.send(inbound).is_err() {
                         break;
                     }
-                } else if let Err(e) = client.try_ack(&publish) {
-                    tracing::warn!("cannot ack a message on {}: {e}", publish.topic);
                 }
             }
             Ok(Event::Outgoing(Outgoing::Publish(pkid))) => window.written(pkid),

@@ -1,5 +1,5 @@
 //! The link to the cloud: one MQTT session (rumqttc) that drains the outbox to the logs topic
-//! and feeds messages from the updates topic to the updates consumer.
+//! and feeds messages from the updates and sync topics to the user-set consumer.
 
 mod backoff;
 mod link;
@@ -8,4 +8,4 @@ mod updates;
 mod window;
 
 pub use link::{run_link, LinkSettings};
-pub use updates::{run_updates, UserIndexTx};
+pub use updates::{Consumer, Inbound, SyncTiming, UserIndexTx};

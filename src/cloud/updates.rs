@@ -1,133 +1,571 @@
-//! The updates consumer: parse, validate, apply in one transaction, swap the index, then
-//! acknowledge. A bad message is rejected whole and reported; nothing else stops.
+//! The user-set consumer: updates from `acceso/updates`, sync responses from
+//! `acceso/sync/{device}`, and the sync requests that fill gaps.
+//!
+//! - An update at or below the applied version is ignored (a duplicate, retained or replayed).
+//! - The next version is applied in one transaction, then any stashed ones that follow it.
+//! - A version past the next is stashed (on disk) and a snapshot is requested.
+//! - Snapshot pages are gathered until all are in, checked whole, and swapped in in one
+//!   transaction; stashed updates above the snapshot then apply.
+//! - With pinned keys, nothing unsigned or wrongly signed is parsed, applied or stashed: it is
+//!   counted and reported.
+//! - Requests time out and are retried with growing waits; on every connect and periodically
+//!   the agent asks whether it is current.
+//!
+//! One task does all of it, one message at a time, so there are no races between an update
+//! and a snapshot. A message is acknowledged to the broker only once it is stored (or refused
+//! for good).
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::time::Duration;
 
-use std::collections::HashMap;
-
-use acceso_protocol::{Update, UpdateOp, User, MAX_PAYLOAD_BYTES};
+use acceso_protocol::sync::Assembly;
+use acceso_protocol::{
+    SyncRequest, SyncResponse, TrustedKeys, Update, UpdateError, UpdateOp, User, MAX_PAYLOAD_BYTES,
+};
 use rumqttc::{AsyncClient, Publish};
 use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::access::UserIndex;
-use crate::observe::{ApplyResult, Component, HealthState, Observation, Reporter};
-use crate::store::{ApplyOutcome, SharedStore};
+use crate::observe::{ApplyResult, Component, HealthState, Observation, Reporter, SyncState};
+use crate::store::{ApplyOutcome, SharedStore, StoreError};
 
 /// Where a freshly built user index is published to the decision task.
 pub type UserIndexTx = watch::Sender<Arc<UserIndex>>;
 
-/// Applies updates as they come. `users` is the stored user set at start; the task keeps it
-/// in memory, patched after each applied update, so a new index never needs the database.
-pub async fn run_updates(
-    mut incoming: mpsc::UnboundedReceiver<Publish>,
-    users: Vec<Arc<User>>,
-    client: AsyncClient,
+/// What the MQTT session hands the consumer.
+#[derive(Debug)]
+pub enum Inbound {
+    /// A message on the updates topic.
+    Update(Publish),
+    /// A message on this device's sync topic.
+    Sync(Publish),
+    /// Connected and subscribed: time to check we are current.
+    Connected,
+}
+
+/// How sync requests are timed.
+#[derive(Debug, Clone)]
+pub struct SyncTiming {
+    pub request_timeout: Duration,
+    pub retry_max: Duration,
+    pub check_every: Duration,
+}
+
+/// A sync request waiting for its answer.
+#[derive(Debug)]
+struct Outstanding {
+    /// Ids of this round's requests, newest last (a late answer to an earlier try counts).
+    ids: VecDeque<String>,
+    deadline: Instant,
+    wait: Duration,
+}
+
+/// The consumer's state between messages.
+pub struct Consumer {
+    device: String,
+    keys: Option<TrustedKeys>,
     store: SharedStore,
+    users: HashMap<String, Arc<User>>,
     index: UserIndexTx,
     reporter: Reporter,
-    cancel: CancellationToken,
-) {
-    let mut users: HashMap<String, Arc<User>> =
-        users.into_iter().map(|u| (u.id.clone(), u)).collect();
-    loop {
-        let publish = tokio::select! {
-            _ = cancel.cancelled() => return,
-            p = incoming.recv() => match p {
-                Some(p) => p,
-                None => return,
-            },
-        };
-        let observation = apply_message(&publish.payload, &store, &mut users, &index).await;
-        let failed_to_store = matches!(&observation, Observation::Health { .. });
-        reporter.emit(observation);
-        // A message that could not be stored is not acknowledged: the broker redelivers it.
-        if !failed_to_store {
-            if let Err(e) = client.ack(&publish).await {
-                tracing::warn!("cannot acknowledge update: {e}");
-            }
-        }
-    }
+    requests: mpsc::UnboundedSender<Vec<u8>>,
+    timing: SyncTiming,
+    outstanding: Option<Outstanding>,
+    assembly: Option<Assembly>,
+    next_check: Instant,
 }
 
-/// Applies one message from the updates topic and says what became of it.
-pub async fn apply_message(
-    payload: &[u8],
-    store: &SharedStore,
-    users: &mut HashMap<String, Arc<User>>,
-    index: &UserIndexTx,
-) -> Observation {
-    let update = match Update::parse(payload) {
-        Ok(u) => u,
-        Err(e) => {
-            let (version, op) = hints(payload);
-            return Observation::Applied {
-                version,
-                op,
-                outcome: ApplyResult::Rejected,
-                reason: Some(e.to_string()),
+impl Consumer {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        device: String,
+        keys: Option<TrustedKeys>,
+        store: SharedStore,
+        users: Vec<Arc<User>>,
+        index: UserIndexTx,
+        reporter: Reporter,
+        requests: mpsc::UnboundedSender<Vec<u8>>,
+        timing: SyncTiming,
+    ) -> Consumer {
+        let next_check = Instant::now() + timing.check_every;
+        Consumer {
+            device,
+            keys: keys.filter(|k| !k.is_empty()),
+            store,
+            users: users.into_iter().map(|u| (u.id.clone(), u)).collect(),
+            index,
+            reporter,
+            requests,
+            timing,
+            outstanding: None,
+            assembly: None,
+            next_check,
+        }
+    }
+
+    /// Runs until `cancel` or the session goes away.
+    pub async fn run(
+        mut self,
+        mut inbound: mpsc::UnboundedReceiver<Inbound>,
+        client: AsyncClient,
+        cancel: CancellationToken,
+    ) {
+        loop {
+            let deadline = self
+                .outstanding
+                .as_ref()
+                .map_or(self.next_check, |o| o.deadline.min(self.next_check));
+            let msg = tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep_until(deadline) => {
+                    self.on_timer().await;
+                    continue;
+                }
+                m = inbound.recv() => match m {
+                    Some(m) => m,
+                    None => return,
+                },
             };
+            let publish = match msg {
+                Inbound::Connected => {
+                    self.check("connected").await;
+                    continue;
+                }
+                Inbound::Update(p) => {
+                    let stored = self.on_update(&p.payload).await;
+                    (p, stored)
+                }
+                Inbound::Sync(p) => {
+                    let stored = self.on_sync(&p.payload).await;
+                    (p, stored)
+                }
+            };
+            // A message that could not be stored is not acknowledged: the broker redelivers it.
+            if publish.1 {
+                if let Err(e) = client.ack(&publish.0).await {
+                    tracing::warn!("cannot acknowledge a message on {}: {e}", publish.0.topic);
+                }
+            }
         }
-    };
-    let version = update.version;
-    let op = update.op.name().to_string();
-    if let Err(reason) = check_our_embeddings(&update) {
-        return Observation::Applied {
-            version: Some(version),
-            op: Some(op),
-            outcome: ApplyResult::Rejected,
-            reason: Some(reason),
-        };
     }
-    let result = store
-        .call(move |s| Ok((s.apply_update(&update)?, update)))
-        .await;
-    let (outcome, reason) = match result {
-        Err(e) => {
-            return Observation::Health {
-                component: Component::Store,
-                state: HealthState::Failed,
-                detail: format!("cannot apply update version {version}: {e}"),
+
+    async fn applied_version(&self) -> Result<u64, StoreError> {
+        self.store.call(|s| s.applied_version()).await
+    }
+
+    fn store_failed(&self, what: String) -> bool {
+        self.reporter
+            .health(Component::Store, HealthState::Failed, what);
+        false
+    }
+
+    /// Handles one message from the updates topic. Returns false if it could not be stored.
+    pub async fn on_update(&mut self, payload: &[u8]) -> bool {
+        let update = match Update::open(payload, self.keys.as_ref()) {
+            Ok(u) => u,
+            Err(e) => {
+                let (version, op) = hints(payload);
+                if matches!(e, UpdateError::Signature(_)) {
+                    self.count_signature().await;
+                }
+                self.reporter.emit(rejected(version, op, e.to_string()));
+                return true;
+            }
+        };
+        if let Err(reason) = check_our_embeddings(&update) {
+            let op = update.op.name().to_string();
+            self.reporter
+                .emit(rejected(Some(update.version), Some(op), reason));
+            return true;
+        }
+        let version = update.version;
+        let op = update.op.name().to_string();
+        let result = self
+            .store
+            .call(move |s| {
+                let outcome = s.apply_update(&update)?;
+                if let ApplyOutcome::Gap { .. } = outcome {
+                    let kept = s.stash(&update)?;
+                    return Ok((outcome, update, kept));
+                }
+                Ok((outcome, update, true))
+            })
+            .await;
+        let (outcome, update, kept) = match result {
+            Ok(r) => r,
+            Err(e) => {
+                return self.store_failed(format!("cannot apply update version {version}: {e}"))
+            }
+        };
+        match outcome {
+            ApplyOutcome::Applied => {
+                let note = self.remember(update);
+                self.publish_index();
+                self.reporter.emit(Observation::Applied {
+                    version: Some(version),
+                    op: Some(op),
+                    outcome: ApplyResult::Applied,
+                    reason: note,
+                });
+                self.apply_stashed().await;
+            }
+            ApplyOutcome::Stale { applied } => self.reporter.emit(Observation::Applied {
+                version: Some(version),
+                op: Some(op),
+                outcome: ApplyResult::Ignored,
+                reason: Some(format!(
+                    "version {version} is at or below the applied version {applied}"
+                )),
+            }),
+            ApplyOutcome::Gap { applied } => {
+                let kept = if kept {
+                    "kept until a sync fills the gap"
+                } else {
+                    "too many updates held already; the sync brings it"
+                };
+                // The request is reported before the update that caused it, so an observer
+                // that has seen the update knows whether a sync is under way.
+                self.request("a gap in the updates").await;
+                self.reporter.emit(Observation::Applied {
+                    version: Some(version),
+                    op: Some(op),
+                    outcome: ApplyResult::Gap,
+                    reason: Some(format!(
+                        "version {version} skips ahead of the applied version {applied}: a change was missed; {kept}"
+                    )),
+                });
+            }
+            ApplyOutcome::Rejected(why) => {
+                // An authentic next version that cannot apply leaves this door stuck behind
+                // the fleet: the cloud's snapshot is the truth.
+                if self.keys.is_some() {
+                    self.request("the next update could not be applied").await;
+                }
+                self.reporter.emit(rejected(Some(version), Some(op), why));
             }
         }
-        Ok((ApplyOutcome::Applied, update)) => {
-            let mut note = None;
-            match update.op {
-                UpdateOp::UpsertUser(user) => {
-                    note = foreign_faces(&user);
-                    if let Some(note) = &note {
-                        tracing::warn!("update version {version}: {note}");
+        true
+    }
+
+    /// Applies stashed updates that now follow on, in order.
+    async fn apply_stashed(&mut self) {
+        loop {
+            let next = self
+                .store
+                .call(|s| {
+                    let applied = s.applied_version()?;
+                    s.drop_stash_through(applied)?;
+                    let Some(update) = s.stashed(applied + 1)? else {
+                        return Ok(None);
+                    };
+                    let outcome = s.apply_update(&update)?;
+                    s.drop_stash_through(update.version)?;
+                    Ok(Some((outcome, update)))
+                })
+                .await;
+            match next {
+                Ok(None) => return,
+                Ok(Some((ApplyOutcome::Applied, update))) => {
+                    let (version, op) = (update.version, update.op.name().to_string());
+                    let note = self.remember(update);
+                    self.publish_index();
+                    self.reporter.emit(Observation::Applied {
+                        version: Some(version),
+                        op: Some(op),
+                        outcome: ApplyResult::Applied,
+                        reason: Some(match note {
+                            Some(n) => format!("held past a gap; {n}"),
+                            None => "held past a gap".into(),
+                        }),
+                    });
+                }
+                Ok(Some((ApplyOutcome::Rejected(why), update))) => {
+                    self.request("a held update could not be applied").await;
+                    self.reporter.emit(rejected(
+                        Some(update.version),
+                        Some(update.op.name().into()),
+                        why,
+                    ));
+                    return;
+                }
+                Ok(Some(_)) => return,
+                Err(e) => {
+                    self.store_failed(format!("cannot apply held updates: {e}"));
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Patches the in-memory user set with an applied update; says what to note about it.
+    fn remember(&mut self, update: Update) -> Option<String> {
+        match update.op {
+            UpdateOp::UpsertUser(user) => {
+                let note = foreign_faces(&user);
+                if let Some(note) = &note {
+                    tracing::warn!("update version {}: {note}", update.version);
+                }
+                self.users.insert(user.id.clone(), Arc::new(user));
+                note
+            }
+            UpdateOp::DeleteUser { user_id } => {
+                self.users.remove(&user_id);
+                None
+            }
+        }
+    }
+
+    fn publish_index(&self) {
+        self.index
+            .send_replace(Arc::new(UserIndex::build(self.users.values().cloned())));
+    }
+
+    async fn count_signature(&self) {
+        match self.store.call(|s| s.count_rejected_signature()).await {
+            Ok(n) => tracing::warn!("{n} message(s) refused for their signature so far"),
+            Err(e) => tracing::error!("cannot count a refused signature: {e}"),
+        }
+    }
+
+    /// Handles one message from this device's sync topic.
+    pub async fn on_sync(&mut self, payload: &[u8]) -> bool {
+        let response = match SyncResponse::open(payload, self.keys.as_ref()) {
+            Ok(r) => r,
+            Err(e) => {
+                if matches!(e, acceso_protocol::SyncError::Signature(_)) {
+                    self.count_signature().await;
+                }
+                self.reporter
+                    .emit(rejected(None, Some("sync".into()), e.to_string()));
+                return true;
+            }
+        };
+        let ours = response.device() == self.device
+            && self
+                .outstanding
+                .as_ref()
+                .is_some_and(|o| o.ids.iter().any(|id| id == response.request()));
+        if !ours {
+            tracing::info!(
+                "ignoring a sync response to request {:?} for {:?}: not one this door is waiting for",
+                response.request(),
+                response.device()
+            );
+            return true;
+        }
+        let applied = match self.applied_version().await {
+            Ok(v) => v,
+            Err(e) => return self.store_failed(format!("cannot read the applied version: {e}")),
+        };
+        match response {
+            SyncResponse::Current { version, .. } => {
+                if version == applied {
+                    self.round_done(applied, "current").await;
+                } else if version < applied {
+                    self.reporter.health(
+                        Component::Broker,
+                        HealthState::Degraded,
+                        format!("the cloud says the fleet is at version {version}, behind this door's {applied}: was the cloud's user table restored from a backup?"),
+                    );
+                    self.outstanding = None;
+                } else {
+                    tracing::warn!("the cloud says current at {version} but this door has {applied}; asking again");
+                }
+            }
+            SyncResponse::Page(page) => {
+                if page.version <= applied {
+                    // Nothing new in it (updates overtook the request).
+                    self.assembly = None;
+                    self.round_done(applied, "current").await;
+                    return true;
+                }
+                let fits = self.assembly.as_ref().is_some_and(|a| a.fits(&page));
+                if !fits {
+                    self.assembly = Some(Assembly::new(&page));
+                }
+                let Some(assembly) = self.assembly.as_mut() else {
+                    return true;
+                };
+                let version = page.version;
+                match assembly.add(page) {
+                    Ok(None) => {
+                        let (got, of) = assembly.progress();
+                        tracing::debug!("snapshot {version}: {got} of {of} pages");
+                        // Pages keep coming: the request is being answered.
+                        if let Some(o) = self.outstanding.as_mut() {
+                            o.deadline = Instant::now() + self.timing.request_timeout;
+                        }
                     }
-                    users.insert(user.id.clone(), Arc::new(user));
-                }
-                UpdateOp::DeleteUser { user_id } => {
-                    users.remove(&user_id);
+                    Ok(Some(users)) => {
+                        self.assembly = None;
+                        return self.swap_in(version, users).await;
+                    }
+                    Err(e) => {
+                        self.assembly = None;
+                        self.reporter.emit(rejected(
+                            Some(version),
+                            Some("snapshot".into()),
+                            e.to_string(),
+                        ));
+                    }
                 }
             }
-            index.send_replace(Arc::new(UserIndex::build(users.values().cloned())));
-            (ApplyResult::Applied, note)
         }
-        Ok((ApplyOutcome::Stale { applied }, _)) => (
-            ApplyResult::Ignored,
-            Some(format!("version {version} is at or below the applied version {applied}")),
-        ),
-        Ok((ApplyOutcome::Gap { applied }, _)) => (
-            ApplyResult::Gap,
-            Some(format!(
-                "version {version} skips ahead of the applied version {applied}: a change was missed; not applied until a full sync"
-            )),
-        ),
-        Ok((ApplyOutcome::Rejected(why), _)) => (ApplyResult::Rejected, Some(why)),
-    };
-    Observation::Applied {
-        version: Some(version),
-        op: Some(op),
-        outcome,
-        reason,
+        true
+    }
+
+    /// Replaces the user set with a complete snapshot, then applies what was held above it.
+    async fn swap_in(&mut self, version: u64, users: Vec<User>) -> bool {
+        if let Some((i, reason)) = users
+            .iter()
+            .enumerate()
+            .find_map(|(i, u)| check_user_embeddings(u).err().map(|r| (i, r)))
+        {
+            self.reporter.emit(rejected(
+                Some(version),
+                Some("snapshot".into()),
+                format!("users[{i}]: {reason}"),
+            ));
+            return true;
+        }
+        let count = users.len();
+        let result = self
+            .store
+            .call(move |s| Ok((s.replace_users(version, &users)?, users)))
+            .await;
+        match result {
+            Err(e) => self.store_failed(format!("cannot store snapshot version {version}: {e}")),
+            Ok((ApplyOutcome::Applied, users)) => {
+                let foreign = users.iter().filter_map(foreign_faces).count();
+                self.users = users
+                    .into_iter()
+                    .map(|u| (u.id.clone(), Arc::new(u)))
+                    .collect();
+                self.publish_index();
+                let mut reason = format!("{count} users");
+                if foreign > 0 {
+                    reason.push_str(&format!(
+                        "; {foreign} with face embeddings of another model, ignored for matching"
+                    ));
+                }
+                self.reporter.emit(Observation::Applied {
+                    version: Some(version),
+                    op: Some("snapshot".into()),
+                    outcome: ApplyResult::Applied,
+                    reason: Some(reason),
+                });
+                self.apply_stashed().await;
+                let applied = self.applied_version().await.unwrap_or(version);
+                self.round_done(applied, "snapshot applied").await;
+                true
+            }
+            Ok((outcome, _)) => {
+                let why = match outcome {
+                    ApplyOutcome::Rejected(why) => why,
+                    other => format!("{other:?}"),
+                };
+                self.reporter
+                    .emit(rejected(Some(version), Some("snapshot".into()), why));
+                true
+            }
+        }
+    }
+
+    /// A sync round answered. If a gap remains (updates held beyond what we now have), the
+    /// round goes on: the retry asks again.
+    async fn round_done(&mut self, applied: u64, how: &str) {
+        let span = self.store.call(|s| s.stash_span()).await.ok().flatten();
+        if let Some((low, _)) = span.filter(|(low, _)| *low > applied + 1) {
+            tracing::info!(
+                "sync {how} at {applied}, but updates from {low} are held: still a gap, asking again later"
+            );
+            return;
+        }
+        self.reporter.emit(Observation::Sync {
+            state: SyncState::Current,
+            have_version: applied,
+            detail: how.to_string(),
+        });
+        self.outstanding = None;
+        self.next_check = Instant::now() + self.timing.check_every;
+    }
+
+    /// Asks whether we are current, unless a request is already out.
+    async fn check(&mut self, why: &str) {
+        if self.outstanding.is_none() {
+            self.request(why).await;
+        }
+    }
+
+    /// Starts a sync round (or, if one is out, leaves it to its retry).
+    async fn request(&mut self, why: &str) {
+        if self.outstanding.is_some() {
+            return;
+        }
+        self.outstanding = Some(Outstanding {
+            ids: VecDeque::new(),
+            deadline: Instant::now(),
+            wait: self.timing.request_timeout,
+        });
+        self.send_request(why).await;
+    }
+
+    async fn send_request(&mut self, why: &str) {
+        let have_version = self.applied_version().await.unwrap_or(0);
+        let Some(o) = self.outstanding.as_mut() else {
+            return;
+        };
+        let id = uuid::Uuid::now_v7().to_string();
+        o.ids.push_back(id.clone());
+        while o.ids.len() > 4 {
+            o.ids.pop_front();
+        }
+        o.deadline = Instant::now() + o.wait;
+        let wait = o.wait;
+        o.wait = (o.wait * 2).min(self.timing.retry_max);
+        let request = SyncRequest {
+            device: self.device.clone(),
+            have_version,
+            request: id,
+        };
+        let payload = serde_json::to_vec(&request).unwrap_or_default();
+        // If the session is gone the request is dropped; the retry and the next connect ask
+        // again.
+        let _ = self.requests.send(payload);
+        self.reporter.emit(Observation::Sync {
+            state: SyncState::Requested,
+            have_version,
+            detail: format!(
+                "{why}; asking again in {} ms if unanswered",
+                wait.as_millis()
+            ),
+        });
+    }
+
+    async fn on_timer(&mut self) {
+        let now = Instant::now();
+        if self.outstanding.as_ref().is_some_and(|o| o.deadline <= now) {
+            self.assembly = None;
+            self.send_request("no complete answer in time").await;
+        } else if self.next_check <= now {
+            self.next_check = now + self.timing.check_every;
+            self.check("periodic check").await;
+        }
     }
 }
 
-/// The `version` of a message that failed validation, if one can be read, for the report.
+fn rejected(version: Option<u64>, op: Option<String>, reason: String) -> Observation {
+    Observation::Applied {
+        version,
+        op,
+        outcome: ApplyResult::Rejected,
+        reason: Some(reason),
+    }
+}
+
 /// The version and op of a rejected message, where they can be read, for its report.
 fn hints(payload: &[u8]) -> (Option<u64>, Option<String>) {
     if payload.len() > MAX_PAYLOAD_BYTES {
@@ -136,9 +574,10 @@ fn hints(payload: &[u8]) -> (Option<u64>, Option<String>) {
     let Ok(v) = serde_json::from_slice::<serde_json::Value>(payload) else {
         return (None, None);
     };
+    let body = v.get("body").unwrap_or(&v);
     (
-        v.get("version").and_then(|v| v.as_u64()),
-        v.get("op")
+        body.get("version").and_then(|v| v.as_u64()),
+        body.get("op")
             .and_then(|o| o.as_str())
             .map(|o| o.chars().take(64).collect()),
     )
@@ -146,15 +585,19 @@ fn hints(payload: &[u8]) -> (Option<u64>, Option<String>) {
 
 /// An embedding that says it is of our model must be one: a wrong length is a malformed
 /// update, rejected whole (another model's embeddings are only ignored).
-fn check_our_embeddings(update: &acceso_protocol::Update) -> Result<(), String> {
-    use crate::face::{EMBEDDING_LEN, MODEL_ID};
-    let acceso_protocol::UpdateOp::UpsertUser(user) = &update.op else {
+fn check_our_embeddings(update: &Update) -> Result<(), String> {
+    let UpdateOp::UpsertUser(user) = &update.op else {
         return Ok(());
     };
+    check_user_embeddings(user).map_err(|e| format!("user.{e}"))
+}
+
+fn check_user_embeddings(user: &User) -> Result<(), String> {
+    use crate::face::{EMBEDDING_LEN, MODEL_ID};
     for (i, face) in user.faces.iter().enumerate() {
         if face.model == MODEL_ID && face.vector.len() != EMBEDDING_LEN {
             return Err(format!(
-                "user.faces[{i}]: a {MODEL_ID} embedding has {EMBEDDING_LEN} values, not {}",
+                "faces[{i}]: a {MODEL_ID} embedding has {EMBEDDING_LEN} values, not {}",
                 face.vector.len()
             ));
         }
@@ -164,7 +607,7 @@ fn check_our_embeddings(update: &acceso_protocol::Update) -> Result<(), String> 
 
 /// Embeddings of another model are kept but never matched; the user's other credentials still
 /// work. Says so, for the operator.
-fn foreign_faces(user: &acceso_protocol::User) -> Option<String> {
+fn foreign_faces(user: &User) -> Option<String> {
     use crate::face::MODEL_ID;
     let foreign: Vec<&str> = user
         .faces
@@ -190,12 +633,12 @@ mod tests {
     fn a_rejected_message_is_reported_with_what_of_it_can_be_read() {
         let h = |s: &str| hints(s.as_bytes());
         assert_eq!(
-            h(r#"{"version":7,"op":"rename_user","user_id":"a"}"#),
+            h(r#"{"body":{"version":7,"op":"rename_user","user_id":"a"}}"#),
             (Some(7), Some("rename_user".to_string()))
         );
         assert_eq!(h(r#"{"version":"7","op":3}"#), (None, None));
         assert_eq!(h("{not json"), (None, None));
-        let long = format!(r#"{{"op":"{}"}}"#, "x".repeat(500));
+        let long = format!(r#"{{"body":{{"op":"{}"}}}}"#, "x".repeat(500));
         assert_eq!(h(&long).1.map(|o| o.len()), Some(64), "the op is cut short");
     }
 }

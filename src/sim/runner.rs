@@ -1,12 +1,15 @@
 //! The scenario runner: the real agent against simulated hardware and a broker, driven step
 //! by step, printing what an observer sees as JSON Lines.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use acceso_protocol::{AccessEvent, CardUid, Outcome, Topics};
+use acceso_protocol::signed::{self, Purpose, Signer, SigningKey};
+use acceso_protocol::{
+    sync, AccessEvent, CardUid, Outcome, SyncRequest, Topics, Update, UpdateOp, User,
+};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, Publish, QoS};
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -16,13 +19,13 @@ use super::broker::{start_embedded_broker, CutProxy};
 use super::hw::{FileCamera, RelayRecorder, SimInputs};
 use super::mfrc522::{FrameFault, SimChip, VirtualCard};
 use super::scenario::CardFault;
-use super::scenario::{Scenario, Step};
+use super::scenario::{Scenario, Signing, Step};
 use super::SimError;
 use crate::clock::SimClock;
 use crate::config::DoorMode;
 use crate::door::{LockState, Wiring};
 use crate::hw::mfrc522::Mfrc522Reader;
-use crate::observe::{ApplyResult, Component, HealthState, Observation, Reporter};
+use crate::observe::{ApplyResult, Component, HealthState, Observation, Reporter, SyncState};
 use crate::{Agent, Backends, Config};
 
 /// How long a step may take before the runner moves on regardless.
@@ -73,6 +76,10 @@ struct Tally {
     first_factors: usize,
     /// The camera thread has loaded its models (or failed to) since the agent last started.
     faces_ready: bool,
+    /// A sync request is out and not yet answered.
+    sync_pending: bool,
+    /// Sync rounds that ended current.
+    sync_rounds: usize,
 }
 
 impl Tally {
@@ -182,6 +189,13 @@ impl World {
             } => t.faces_ready = true,
             Observation::Relay { state } => t.unlocked = *state == LockState::Unlocked,
             Observation::FirstFactor { .. } => t.first_factors += 1,
+            Observation::Sync { state, .. } => match state {
+                SyncState::Requested => t.sync_pending = true,
+                SyncState::Current => {
+                    t.sync_pending = false;
+                    t.sync_rounds += 1;
+                }
+            },
             _ => {}
         }
         let body =
@@ -248,6 +262,21 @@ pub async fn run_scenario(
     let state = tempfile::tempdir()
         .map_err(|e| SimError::Scenario(format!("cannot create a state directory: {e}")))?;
     let mut config = sim_config(scenario, state.path())?;
+    // The simulated cloud signs with a key of its own, pinned in the agent's config (unless
+    // the scenario pins keys itself, or says `"sync": {"public_keys": []}` to run without).
+    let cloud_key = SigningKey::generate().map_err(SimError::Scenario)?;
+    let other_key = SigningKey::generate().map_err(SimError::Scenario)?;
+    let keys_given = scenario
+        .config
+        .get("sync")
+        .and_then(Value::as_object)
+        .is_some_and(|s| s.contains_key("public_keys"));
+    if !keys_given {
+        let pem = state.path().join("cloud-signing-key.pem");
+        std::fs::write(&pem, cloud_key.public_key().to_pem())
+            .map_err(|e| SimError::Scenario(format!("cannot write {}: {e}", pem.display())))?;
+        config.sync.public_keys = vec![pem];
+    }
     // Everything about the photos is checked, and enrolled faces computed, before anything runs.
     let steps = prepare_steps(scenario, &config)?;
     let external = scenario
@@ -275,7 +304,17 @@ pub async fn run_scenario(
         ("127.0.0.1".to_string(), port, Some(proxy))
     };
     let topics = Topics::new(&config.broker.topic_prefix);
-    let (cloud, published) = cloud_client(&broker_host, broker_port, &topics.logs()).await?;
+    let cloud_state = Arc::new(Mutex::new(CloudState::default()));
+    let (cloud, published) = cloud_client(
+        &broker_host,
+        broker_port,
+        &topics,
+        Responder {
+            state: cloud_state.clone(),
+            key: SigningKey::from_pkcs8(cloud_key.pkcs8()).map_err(SimError::Scenario)?,
+        },
+    )
+    .await?;
 
     let (reporter, observations) = Reporter::channel();
     let idle_inputs = SimInputs::wired(
@@ -302,6 +341,8 @@ pub async fn run_scenario(
     world
         .until(CONNECT_BOUND, |t| t.broker_ok == Some(true))
         .await?;
+    // On connecting, the agent asks whether it is current; the answer comes first.
+    world.until(STEP_BOUND, |t| t.sync_rounds > 0).await?;
     // The camera thread loads the models after the agent has started; scenarios begin once
     // it can see (cards work meanwhile, as at a real door).
     if faces_door {
@@ -315,12 +356,22 @@ pub async fn run_scenario(
                 update,
                 lost,
                 retain,
+                signing,
             } => {
+                let body =
+                    serde_json::to_string(update).map_err(|e| SimError::Scenario(e.to_string()))?;
+                let signer: Option<&dyn Signer> = match signing {
+                    Signing::Cloud => {
+                        lock(&cloud_state).record(&body);
+                        Some(&cloud_key)
+                    }
+                    Signing::Unsigned => None,
+                    Signing::Other => Some(&other_key),
+                };
                 if *lost {
                     continue;
                 }
-                let payload =
-                    serde_json::to_vec(update).map_err(|e| SimError::Scenario(e.to_string()))?;
+                let payload = signed::seal(Purpose::Update, &body, signer);
                 publish_update(
                     &cloud,
                     &topics,
@@ -355,9 +406,13 @@ pub async fn run_scenario(
                     ));
                 };
                 if *up {
+                    let rounds = world.tally.sync_rounds;
                     proxy.up().await?;
                     world
                         .until(CONNECT_BOUND, |t| t.broker_ok == Some(true))
+                        .await?;
+                    world
+                        .until(STEP_BOUND, |t| t.sync_rounds > rounds && !t.sync_pending)
                         .await?;
                 } else {
                     proxy.down();
@@ -422,6 +477,8 @@ pub async fn run_scenario(
                 }
                 world.tally.broker_ok = None;
                 world.tally.faces_ready = false;
+                world.tally.sync_pending = false;
+                let rounds = world.tally.sync_rounds;
                 agent = door.start().await?;
                 if faces_door {
                     world.until(CONNECT_BOUND, |t| t.faces_ready).await?;
@@ -429,6 +486,9 @@ pub async fn run_scenario(
                 if link_up(&proxy) {
                     world
                         .until(CONNECT_BOUND, |t| t.broker_ok == Some(true))
+                        .await?;
+                    world
+                        .until(STEP_BOUND, |t| t.sync_rounds > rounds && !t.sync_pending)
                         .await?;
                 }
             }
@@ -669,15 +729,88 @@ async fn publish_update(
         world
             .until(STEP_BOUND, |t| t.applied_reports > before)
             .await?;
+        // A gap (or an update that cannot apply) starts a sync; its request is reported before
+        // the update is. Wait for the snapshot to settle.
+        world.until(STEP_BOUND, |t| !t.sync_pending).await?;
     }
     Ok(())
 }
 
-/// The cloud's side of the broker: a client that publishes updates and receives events.
+/// The simulated cloud's user set: every change the scenario made as the cloud (lost ones
+/// included), at the highest version it made.
+#[derive(Default)]
+struct CloudState {
+    version: u64,
+    users: BTreeMap<String, User>,
+}
+
+impl CloudState {
+    /// Takes an update the cloud published (or lost) into its own user set, if it is a valid
+    /// change newer than what it has. (A scenario may have the "cloud" send nonsense or
+    /// replays, to see the door refuse them: those change nothing here.)
+    fn record(&mut self, body: &str) {
+        let Ok(update) = Update::parse(body.as_bytes()) else {
+            return;
+        };
+        if update.version <= self.version {
+            return;
+        }
+        self.version = update.version;
+        match update.op {
+            UpdateOp::UpsertUser(user) => {
+                self.users.insert(user.id.clone(), user);
+            }
+            UpdateOp::DeleteUser { user_id } => {
+                self.users.remove(&user_id);
+            }
+        }
+    }
+}
+
+fn lock(state: &Mutex<CloudState>) -> std::sync::MutexGuard<'_, CloudState> {
+    state.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Answers sync requests as the cloud would, from the simulated cloud's user set.
+struct Responder {
+    state: Arc<Mutex<CloudState>>,
+    key: SigningKey,
+}
+
+impl Responder {
+    fn answer(&self, request: &SyncRequest) -> Result<Vec<Vec<u8>>, String> {
+        let (version, users) = {
+            let state = lock(&self.state);
+            (
+                state.version,
+                state.users.values().cloned().collect::<Vec<_>>(),
+            )
+        };
+        if request.have_version == version {
+            return Ok(vec![sync::seal_current(
+                &request.device,
+                &request.request,
+                version,
+                Some(&self.key),
+            )]);
+        }
+        sync::seal_snapshot(
+            &request.device,
+            &request.request,
+            version,
+            &users,
+            Some(&self.key),
+        )
+    }
+}
+
+/// The cloud's side of the broker: a client that publishes updates, receives events and
+/// answers sync requests.
 async fn cloud_client(
     host: &str,
     port: u16,
-    logs: &str,
+    topics: &Topics,
+    responder: Responder,
 ) -> Result<(AsyncClient, mpsc::UnboundedReceiver<Publish>), SimError> {
     let mut opts = MqttOptions::new(format!("sim-cloud-{}", std::process::id()), host, port);
     opts.set_keep_alive(Duration::from_secs(30));
@@ -686,15 +819,55 @@ async fn cloud_client(
     let (tx, rx) = mpsc::unbounded_channel();
     let (ready_tx, mut ready_rx) = mpsc::channel(1);
     let sub = client.clone();
-    let logs = logs.to_string();
+    let logs = topics.logs();
+    let requests_topic = topics.sync_request();
+    let (req_tx, mut req_rx) = mpsc::unbounded_channel::<Publish>();
+    // Answers go out from their own task: a snapshot may be more pages than the client's
+    // queue holds, and the event loop must keep polling while they are sent.
+    let answerer = client.clone();
+    let reply_topics = topics.clone();
+    tokio::spawn(async move {
+        while let Some(p) = req_rx.recv().await {
+            let request: SyncRequest = match serde_json::from_slice(&p.payload) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!("simulated cloud: a bad sync request: {e}");
+                    continue;
+                }
+            };
+            match responder.answer(&request) {
+                Ok(pages) => {
+                    for page in pages {
+                        let topic = reply_topics.sync_for(&request.device);
+                        if answerer
+                            .publish(topic, QoS::AtLeastOnce, false, page)
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!("simulated cloud: cannot answer a sync request: {e}"),
+            }
+        }
+    });
     tokio::spawn(async move {
         loop {
             match eventloop.poll().await {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                    let _ = sub.subscribe(&logs, QoS::AtLeastOnce).await;
+                    let _ = sub
+                        .subscribe_many([
+                            rumqttc::SubscribeFilter::new(logs.clone(), QoS::AtLeastOnce),
+                            rumqttc::SubscribeFilter::new(requests_topic.clone(), QoS::AtLeastOnce),
+                        ])
+                        .await;
                 }
                 Ok(Event::Incoming(Packet::SubAck(_))) => {
                     let _ = ready_tx.try_send(());
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) if p.topic == requests_topic => {
+                    let _ = req_tx.send(p);
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     if tx.send(p).is_err() {

@@ -18,6 +18,17 @@ pub struct Scenario {
     pub base: PathBuf,
 }
 
+/// Who signs an update step's message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signing {
+    /// The simulated cloud, whose key the agent pins: a change the cloud made.
+    Cloud,
+    /// Nobody (`"unsigned": true`): not the cloud's change.
+    Unsigned,
+    /// A key the agent does not trust (`"signed_by": "other"`): not the cloud's change.
+    Other,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Step {
     /// Publish (or, if `lost`, only record) an update as the cloud would.
@@ -25,6 +36,7 @@ pub enum Step {
         update: Value,
         lost: bool,
         retain: bool,
+        signing: Signing,
     },
     /// Publish these exact bytes on the updates topic.
     UpdatesRaw(String),
@@ -191,12 +203,25 @@ fn parse_step(step: &Value) -> Result<Step, String> {
     let value = &map[kind];
     match kind {
         "update" => {
-            for key in ["unsigned", "signed_by"] {
-                if map.contains_key(key) {
+            let signing = match (flag("unsigned")?, map.get("signed_by")) {
+                (false, None) => Signing::Cloud,
+                (true, None) => Signing::Unsigned,
+                (false, Some(Value::String(s))) if s == "cloud" => Signing::Cloud,
+                (false, Some(Value::String(s))) if s == "other" => Signing::Other,
+                (false, Some(v)) => {
                     return Err(format!(
-                        "`{key}` is not supported yet by this build (it needs signed updates)"
-                    ));
+                        "`signed_by` must be \"cloud\" or \"other\", not {v}"
+                    ))
                 }
+                (true, Some(_)) => {
+                    return Err("`unsigned` and `signed_by` contradict each other".into())
+                }
+            };
+            if signing != Signing::Cloud && flag("lost")? {
+                return Err(
+                    "a `lost` update is a change the cloud made: it cannot be `unsigned` or `signed_by` another key"
+                        .into(),
+                );
             }
             if let Some(photos) = value.pointer("/user/face_photos") {
                 if !cfg!(feature = "face") {
@@ -221,6 +246,7 @@ fn parse_step(step: &Value) -> Result<Step, String> {
                 update: value.clone(),
                 lost: flag("lost")?,
                 retain: flag("retain")?,
+                signing,
             })
         }
         "updates_raw" => match value {

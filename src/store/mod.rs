@@ -15,7 +15,7 @@ use acceso_protocol::AccessEvent;
 use rusqlite::{Connection, OpenFlags};
 
 pub use outbox::QueuedEvent;
-pub use users::{classify, ApplyOutcome, Disposition};
+pub use users::{classify, ApplyOutcome, Disposition, MAX_STASH};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -79,6 +79,9 @@ const MIGRATIONS: &[&str] = &[
     // 2: outbox overflow bookkeeping (see outbox.rs).
     "INSERT INTO meta (key, value) VALUES ('dropped_unreported', 0), ('drop_report_seq', 0),
          ('drop_report_count', 0);",
+    // 3: updates that arrived past a gap, held until a sync fills it; refused signatures.
+    "CREATE TABLE stash (version INTEGER PRIMARY KEY, body TEXT NOT NULL) STRICT;
+     INSERT INTO meta (key, value) VALUES ('rejected_signatures', 0);",
 ];
 
 impl Store {

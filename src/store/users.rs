@@ -27,6 +27,9 @@ pub fn classify(applied: u64, version: u64) -> Disposition {
     }
 }
 
+/// At most this many updates are held past a gap.
+pub const MAX_STASH: usize = 1000;
+
 /// What applying one update did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ApplyOutcome {
@@ -116,6 +119,147 @@ impl Store {
         .map_err(err)?;
         tx.commit().map_err(err)?;
         Ok(ApplyOutcome::Applied)
+    }
+
+    /// Keeps an update that came past a gap until a sync fills the gap. At most [`MAX_STASH`]
+    /// are kept (the lowest, which apply first); past that, the sync brings the rest anyway.
+    /// Returns whether it was kept.
+    pub fn stash(&mut self, update: &Update) -> Result<bool, StoreError> {
+        let path = self.path.clone();
+        let err = |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(err)?;
+        let (count, max): (i64, Option<i64>) = tx
+            .query_row("SELECT count(*), max(version) FROM stash", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .map_err(err)?;
+        let v = update.version as i64;
+        if count as usize >= MAX_STASH {
+            match max {
+                Some(max) if v < max => {
+                    tx.execute("DELETE FROM stash WHERE version = ?1", [max])
+                        .map_err(err)?;
+                }
+                _ => return Ok(false),
+            }
+        }
+        tx.execute(
+            "INSERT OR REPLACE INTO stash (version, body) VALUES (?1, ?2)",
+            params![v, update.body()],
+        )
+        .map_err(err)?;
+        tx.commit().map_err(err)?;
+        Ok(true)
+    }
+
+    /// The stashed update with exactly this version, if any.
+    pub fn stashed(&self, version: u64) -> Result<Option<Update>, StoreError> {
+        let body: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT body FROM stash WHERE version = ?1",
+                [version as i64],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        body.map(|b| {
+            Update::parse(b.as_bytes())
+                .map_err(|e| StoreError::Corrupt(format!("stashed update {version}: {e}")))
+        })
+        .transpose()
+    }
+
+    /// The lowest and highest stashed versions.
+    pub fn stash_span(&self) -> Result<Option<(u64, u64)>, StoreError> {
+        let (min, max): (Option<i64>, Option<i64>) = self
+            .conn
+            .query_row("SELECT min(version), max(version) FROM stash", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .map_err(|e| self.err(e))?;
+        Ok(min.zip(max).map(|(a, b)| (a as u64, b as u64)))
+    }
+
+    /// Forgets stashed updates at or below `version` (applied, or covered by a snapshot).
+    pub fn drop_stash_through(&mut self, version: u64) -> Result<(), StoreError> {
+        self.conn
+            .execute("DELETE FROM stash WHERE version <= ?1", [version as i64])
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Replaces every user with a snapshot's, at its version, in one transaction; stashed
+    /// updates it covers are forgotten. A card held twice refuses the whole snapshot.
+    pub fn replace_users(
+        &mut self,
+        version: u64,
+        users: &[User],
+    ) -> Result<ApplyOutcome, StoreError> {
+        let path = self.path.clone();
+        let err = |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(err)?;
+        tx.execute_batch("DELETE FROM cards; DELETE FROM users;")
+            .map_err(err)?;
+        {
+            let mut put_user = tx
+                .prepare("INSERT INTO users (id, version, body) VALUES (?1, ?2, ?3)")
+                .map_err(err)?;
+            let mut put_card = tx
+                .prepare("INSERT INTO cards (uid, user_id) VALUES (?1, ?2)")
+                .map_err(err)?;
+            for user in users {
+                let body = serde_json::to_string(user)
+                    .map_err(|e| StoreError::Corrupt(format!("cannot encode user: {e}")))?;
+                match put_user.execute(params![user.id, version as i64, body]) {
+                    Ok(_) => {}
+                    Err(e) if e.sqlite_error_code() == Some(ErrorCode::ConstraintViolation) => {
+                        return Ok(ApplyOutcome::Rejected(format!(
+                            "user {} appears twice",
+                            user.id
+                        )));
+                    }
+                    Err(e) => return Err(err(e)),
+                }
+                for card in &user.cards {
+                    match put_card.execute(params![card.as_bytes(), user.id]) {
+                        Ok(_) => {}
+                        Err(e) if e.sqlite_error_code() == Some(ErrorCode::ConstraintViolation) => {
+                            return Ok(ApplyOutcome::Rejected(format!(
+                                "card {card} is claimed by two users"
+                            )));
+                        }
+                        Err(e) => return Err(err(e)),
+                    }
+                }
+            }
+        }
+        tx.execute(
+            "UPDATE meta SET value = ?1 WHERE key = 'applied_version'",
+            [version as i64],
+        )
+        .map_err(err)?;
+        tx.execute("DELETE FROM stash WHERE version <= ?1", [version as i64])
+            .map_err(err)?;
+        tx.commit().map_err(err)?;
+        Ok(ApplyOutcome::Applied)
+    }
+
+    /// Counts a message refused for its signature; returns the new total.
+    pub fn count_rejected_signature(&mut self) -> Result<u64, StoreError> {
+        self.conn
+            .execute(
+                "UPDATE meta SET value = value + 1 WHERE key = 'rejected_signatures'",
+                [],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(self.meta("rejected_signatures")? as u64)
     }
 
     /// Every stored user, for building the in-memory index.
