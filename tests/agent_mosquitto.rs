@@ -7,7 +7,7 @@ use std::time::Duration;
 use acceso::observe::{ApplyResult, Observation};
 use acceso_protocol::{Method, Outcome, Reason, MAX_PAYLOAD_BYTES};
 use rumqttc::QoS;
-use support::door::{collect_events, TestDoor, BOUND};
+use support::door::{collect_events, signed_update, TestDoor, BOUND};
 use support::mosquitto::{durable_subscriber, publisher, subscriber, Mosquitto};
 
 const LOGS: &str = "acceso/logs";
@@ -21,7 +21,13 @@ fn upsert(version: u64, id: &str, cards: &[&str], extra: &str) -> String {
     )
 }
 
-async fn send(client: &rumqttc::AsyncClient, payload: impl Into<Vec<u8>>) {
+/// Publishes an update body as the cloud does: sealed, signed with the key the door pins.
+async fn send(client: &rumqttc::AsyncClient, body: impl AsRef<str>) {
+    send_raw(client, signed_update(body.as_ref())).await
+}
+
+/// Publishes these exact bytes on the updates topic.
+async fn send_raw(client: &rumqttc::AsyncClient, payload: impl Into<Vec<u8>>) {
     tokio::time::timeout(
         BOUND,
         client.publish(UPDATES, QoS::AtLeastOnce, false, payload.into()),
@@ -166,27 +172,49 @@ async fn bad_updates_are_rejected_whole_and_the_agent_carries_on() {
         r#"{{"version":1,"op":"upsert_user","user":{{"id":"big","name":"{}"}}}}"#,
         "x".repeat(MAX_PAYLOAD_BYTES)
     );
+    let sealed = |body: &str| signed_update(body);
     let bad: Vec<(Vec<u8>, &str)> = vec![
         (b"{not json".to_vec(), "invalid update"),
-        (oversized.into_bytes(), "over the"),
+        (sealed("{not json"), "invalid update"),
+        (sealed(&oversized), "over the"),
         (
-            br#"{"version":1,"op":"rename_user","user_id":"a"}"#.to_vec(),
+            sealed(r#"{"version":1,"op":"rename_user","user_id":"a"}"#),
             "rename_user",
         ),
-        (upsert(1, "ana", &["ZZ"], "").into_bytes(), "not hex"),
+        (sealed(&upsert(1, "ana", &["ZZ"], "")), "not hex"),
         (
-            br#"{"version":1,"op":"upsert_user","user":{"id":"f","name":"F","faces":[{"model":"sface-2021dec","vector":[0.1,0.2]}]}}"#.to_vec(),
+            sealed(
+                r#"{"version":1,"op":"upsert_user","user":{"id":"f","name":"F","faces":[{"model":"sface-2021dec","vector":[0.1,0.2]}]}}"#,
+            ),
             "has 128 values, not 2",
         ),
         (vec![0xff, 0xfe, 0x00], "invalid update"),
+        // Well-formed, but not signed by the pinned key.
+        (
+            acceso_protocol::signed::seal(
+                acceso_protocol::Purpose::Update,
+                &upsert(1, "mallory", &["CAFEBABE"], ""),
+                None,
+            ),
+            "unsigned",
+        ),
+        (
+            acceso_protocol::signed::seal(
+                acceso_protocol::Purpose::Update,
+                &upsert(1, "mallory", &["CAFEBABE"], ""),
+                Some(&acceso_protocol::SigningKey::generate().unwrap()),
+            ),
+            "does not verify",
+        ),
     ];
     for (payload, why) in bad {
-        send(&cloud, payload).await;
+        send_raw(&cloud, payload).await;
         let (_, result, reason) = door.applied().await;
         assert_eq!(result, ApplyResult::Rejected);
         let reason = reason.unwrap();
         assert!(reason.contains(why), "{reason:?} lacks {why:?}");
     }
+    assert_eq!(outcome(&door.tap("CAFEBABE").await).1, Reason::UnknownCard);
     // Two users claiming one card: the second update is rejected, nothing of it applied.
     send(&cloud, upsert(1, "ana", &["DEADBEEF"], "")).await;
     assert_eq!(door.applied().await.1, ApplyResult::Applied);

@@ -681,3 +681,52 @@ fn card_and_face_door_needs_both_of_one_user_within_the_window_in_either_order()
     let waits = of_kind(&lines, "first_factor");
     assert!(waits.len() >= 6, "{waits:?}");
 }
+
+#[test]
+fn sync_scenario_fills_a_gap_with_a_signed_snapshot_and_refuses_forgeries() {
+    let lines = scenario("sync");
+    let summary = check_run(&lines, 500, 0);
+    assert_eq!(
+        reasons(&lines),
+        [
+            "granted",      // ben, before the changes he missed
+            "unknown_card", // ben: revoked in a lost update, the snapshot removed him
+            "granted",      // cy: added in a lost update, brought by the snapshot
+            "unknown_card", // eve: only in unsigned and forged updates
+            "granted",      // dee: a replayed delete of version 5 is ignored
+        ]
+    );
+    let applied = of_kind(&lines, "applied");
+    let line = |version: u64, op: &str| {
+        applied
+            .iter()
+            .find(|a| a["version"] == version && a["op"] == op)
+            .unwrap_or_else(|| panic!("no applied line for {op} {version}"))
+    };
+    assert_eq!(line(5, "upsert_user")["outcome"], "gap");
+    assert_eq!(line(5, "snapshot")["outcome"], "applied");
+    assert_eq!(line(5, "snapshot")["reason"], "3 users");
+    let refusals: Vec<&str> = applied
+        .iter()
+        .filter(|a| a["outcome"] == "rejected")
+        .map(|a| a["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(refusals.len(), 3, "{refusals:?}");
+    assert!(refusals[0].contains("unsigned"), "{}", refusals[0]);
+    assert!(refusals[1].contains("does not verify"), "{}", refusals[1]);
+    assert!(
+        refusals[2].contains("not a signed envelope"),
+        "{}",
+        refusals[2]
+    );
+    // The gap's request is reported, then the round ends current at the snapshot's version.
+    let syncs = of_kind(&lines, "sync");
+    assert!(syncs
+        .iter()
+        .any(|s| s["state"] == "requested" && s["have_version"] == 2));
+    assert!(syncs
+        .iter()
+        .any(|s| s["state"] == "current" && s["have_version"] == 5));
+    assert_eq!(summary["updates_gap"], 1);
+    assert_eq!(summary["updates_rejected"], 3);
+}

@@ -15,6 +15,19 @@ use tokio::sync::mpsc;
 /// Every wait in these tests is bounded by this.
 pub const BOUND: Duration = Duration::from_secs(10);
 
+/// The test cloud's signing key, one per test process; every `TestDoor` pins it.
+#[allow(dead_code)]
+pub fn cloud_key() -> &'static acceso_protocol::SigningKey {
+    static KEY: std::sync::OnceLock<acceso_protocol::SigningKey> = std::sync::OnceLock::new();
+    KEY.get_or_init(|| acceso_protocol::SigningKey::generate().expect("a signing key"))
+}
+
+/// An update body sealed as the test cloud publishes it.
+#[allow(dead_code)]
+pub fn signed_update(body: &str) -> Vec<u8> {
+    acceso_protocol::signed::seal(acceso_protocol::Purpose::Update, body, Some(cloud_key()))
+}
+
 #[allow(dead_code)]
 pub struct TestDoor {
     pub config: Config,
@@ -42,6 +55,9 @@ impl TestDoor {
         config.device_id = "test-door".into();
         config.broker.port = port;
         config.broker.reconnect_ms = 200;
+        let pem = state.path().join("cloud-key.pem");
+        std::fs::write(&pem, cloud_key().public_key().to_pem()).expect("write the cloud key");
+        config.sync.public_keys = vec![pem];
         adjust(&mut config);
         config.validate().expect("test config is valid");
         let idle = SimInputs::wired(
