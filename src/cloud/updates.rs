@@ -131,7 +131,7 @@ impl Consumer {
             };
             let publish = match msg {
                 Inbound::Connected => {
-                    self.check("connected").await;
+                    self.on_connected().await;
                     continue;
                 }
                 Inbound::Update(p) => {
@@ -491,6 +491,19 @@ impl Consumer {
         });
         self.outstanding = None;
         self.next_check = Instant::now() + self.timing.check_every;
+    }
+
+    /// Connected and subscribed: asks whether this door is current. A round already under
+    /// way asks again at once (with its first wait): its request may have been lost with the
+    /// connection, and waiting out a grown retry delay would leave a gap open for minutes.
+    pub async fn on_connected(&mut self) {
+        match self.outstanding.as_mut() {
+            Some(o) => {
+                o.wait = self.timing.request_timeout;
+                self.send_request("reconnected during a sync").await;
+            }
+            None => self.check("connected").await,
+        }
     }
 
     /// Asks whether we are current, unless a request is already out.
