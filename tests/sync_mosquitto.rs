@@ -129,6 +129,16 @@ async fn fresh_door(broker: &Mosquitto, cloud: &mut Cloud) -> TestDoor {
     door
 }
 
+/// A fresh door that has version 1 (ana, card 1) and holds version 3 (cy, card 3) past a gap.
+async fn door_with_a_gap(broker: &Mosquitto, cloud: &mut Cloud) -> TestDoor {
+    let mut door = fresh_door(broker, cloud).await;
+    cloud.update(&upsert(1, &user("ana", &[1]))).await;
+    assert_eq!(door.applied().await.1, ApplyResult::Applied);
+    cloud.update(&upsert(3, &user("cy", &[3]))).await;
+    assert_eq!(door.applied().await.1, ApplyResult::Gap);
+    door
+}
+
 async fn decision(door: &mut TestDoor, uid: u32) -> (Outcome, Reason) {
     match door.tap(&card(uid).to_string()).await {
         Observation::Decision {
@@ -204,13 +214,8 @@ async fn a_gap_is_filled_by_a_paged_snapshot_delivered_out_of_order_and_twice() 
 async fn an_unanswered_request_is_retried_and_held_updates_apply_after_the_snapshot() {
     let broker = Mosquitto::start();
     let mut cloud = Cloud::new(&broker).await;
-    let mut door = fresh_door(&broker, &mut cloud).await;
-
-    cloud.update(&upsert(1, &user("ana", &[1]))).await;
-    assert_eq!(door.applied().await.1, ApplyResult::Applied);
     // 2 and 4 are lost; 3 and 5 are held.
-    cloud.update(&upsert(3, &user("cy", &[3]))).await;
-    assert_eq!(door.applied().await.1, ApplyResult::Gap);
+    let mut door = door_with_a_gap(&broker, &mut cloud).await;
     cloud.update(&upsert(5, &user("eve", &[5]))).await;
     assert_eq!(door.applied().await.1, ApplyResult::Gap);
 
@@ -281,11 +286,7 @@ async fn an_unanswered_request_is_retried_and_held_updates_apply_after_the_snaps
 async fn an_inconsistent_snapshot_is_refused_whole_and_asked_for_again() {
     let broker = Mosquitto::start();
     let mut cloud = Cloud::new(&broker).await;
-    let mut door = fresh_door(&broker, &mut cloud).await;
-    cloud.update(&upsert(1, &user("ana", &[1]))).await;
-    assert_eq!(door.applied().await.1, ApplyResult::Applied);
-    cloud.update(&upsert(3, &user("cy", &[3]))).await;
-    assert_eq!(door.applied().await.1, ApplyResult::Gap);
+    let mut door = door_with_a_gap(&broker, &mut cloud).await;
     let req = cloud.request().await;
     // One card claimed by two users: nothing of it may apply.
     let bad = vec![user("ana", &[1]), user("zed", &[1, 9])];

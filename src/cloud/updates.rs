@@ -202,14 +202,7 @@ impl Consumer {
         };
         match outcome {
             ApplyOutcome::Applied => {
-                let note = self.remember(update);
-                self.publish_index();
-                self.reporter.emit(Observation::Applied {
-                    version: Some(version),
-                    op: Some(op),
-                    outcome: ApplyResult::Applied,
-                    reason: note,
-                });
+                self.took(update, None);
                 self.apply_stashed().await;
             }
             ApplyOutcome::Stale { applied } => self.reporter.emit(Observation::Applied {
@@ -269,18 +262,7 @@ impl Consumer {
             match next {
                 Ok(None) => return,
                 Ok(Some((ApplyOutcome::Applied, update))) => {
-                    let (version, op) = (update.version, update.op.name().to_string());
-                    let note = self.remember(update);
-                    self.publish_index();
-                    self.reporter.emit(Observation::Applied {
-                        version: Some(version),
-                        op: Some(op),
-                        outcome: ApplyResult::Applied,
-                        reason: Some(match note {
-                            Some(n) => format!("held past a gap; {n}"),
-                            None => "held past a gap".into(),
-                        }),
-                    });
+                    self.took(update, Some("held past a gap"));
                 }
                 Ok(Some((ApplyOutcome::Rejected(why), update))) => {
                     self.request("a held update could not be applied").await;
@@ -298,6 +280,24 @@ impl Consumer {
                 }
             }
         }
+    }
+
+    /// An update was applied: the in-memory user set and the index follow, and it is reported
+    /// (with `how` it came, if not straight in order).
+    fn took(&mut self, update: Update, how: Option<&str>) {
+        let (version, op) = (update.version, update.op.name().to_string());
+        let note = self.remember(update);
+        self.publish_index();
+        let reason = match (how, note) {
+            (Some(how), Some(note)) => Some(format!("{how}; {note}")),
+            (how, note) => note.or(how.map(str::to_string)),
+        };
+        self.reporter.emit(Observation::Applied {
+            version: Some(version),
+            op: Some(op),
+            outcome: ApplyResult::Applied,
+            reason,
+        });
     }
 
     /// Patches the in-memory user set with an applied update; says what to note about it.
