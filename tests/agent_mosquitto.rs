@@ -423,6 +423,8 @@ async fn the_status_topic_tells_online_version_and_health_and_the_last_will_tell
     let online = status_where(&mut status, "online", |v| v["state"] == "online").await;
     assert_eq!(online["device"], "test-door");
     assert_eq!(online["applied_version"], 0);
+    assert_eq!(online["rejected_signatures"], 0, "{online}");
+    assert_eq!(online["health"]["sync"]["state"], "ok", "{online}");
     assert_eq!(online["health"]["broker"]["state"], "ok", "{online}");
 
     send(&cloud, upsert(1, "ana", &["01020304"], "")).await;

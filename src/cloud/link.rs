@@ -338,20 +338,27 @@ async fn publish_status(
 ) {
     let health = reporter.board().snapshot();
     let facts = store
-        .call(|s| Ok((s.applied_version()?, s.queued_count()?)))
+        .call(|s| {
+            Ok((
+                s.applied_version()?,
+                s.queued_count()?,
+                s.rejected_signatures()?,
+            ))
+        })
         .await
         .ok();
     let key: StatusKey = (
         health.iter().map(|(c, h)| (*c, h.state)).collect(),
-        facts.map(|(v, _)| v),
+        facts.map(|(v, _, _)| v),
     );
     if published.as_ref() == Some(&key) {
         return;
     }
     let mut extra = json!({ "health": health });
-    if let (Some((version, queued)), Some(obj)) = (facts, extra.as_object_mut()) {
+    if let (Some((version, queued, refused)), Some(obj)) = (facts, extra.as_object_mut()) {
         obj.insert("applied_version".into(), version.into());
         obj.insert("events_queued".into(), queued.into());
+        obj.insert("rejected_signatures".into(), refused.into());
     }
     let payload = status_payload(&settings.device, "online", Some(extra));
     let topic = settings.topics.status_of(&settings.device);

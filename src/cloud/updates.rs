@@ -655,3 +655,104 @@ mod tests {
         assert_eq!(h(&long).1.map(|o| o.len()), Some(64), "the op is cut short");
     }
 }
+
+#[cfg(test)]
+mod timing_tests {
+    use super::*;
+    use crate::store::Store;
+    use acceso_protocol::sync::seal_current;
+    use std::time::Instant as StdInstant;
+
+    const WAIT: Duration = Duration::from_millis(100);
+
+    /// A consumer on a fresh store, run as the agent runs it; returns its inbound side and the
+    /// requests it sends.
+    fn consumer(
+        dir: &std::path::Path,
+        check_every: Duration,
+    ) -> (
+        mpsc::UnboundedSender<Inbound>,
+        mpsc::UnboundedReceiver<Vec<u8>>,
+        CancellationToken,
+    ) {
+        let (store, _) = Store::open(&dir.join("db")).unwrap();
+        let (index, _) = watch::channel(Arc::new(UserIndex::build(Vec::<Arc<User>>::new())));
+        // Nobody observes: the reporter carries on without an observer.
+        let (reporter, _) = Reporter::channel();
+        let (requests_tx, requests) = mpsc::unbounded_channel();
+        let c = Consumer::new(
+            "door".into(),
+            None,
+            SharedStore::new(store),
+            vec![],
+            index,
+            reporter,
+            requests_tx,
+            SyncTiming {
+                request_timeout: WAIT,
+                retry_max: 4 * WAIT,
+                check_every,
+            },
+        );
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (client, _eventloop) =
+            AsyncClient::new(rumqttc::MqttOptions::new("t", "127.0.0.1", 1), 64);
+        let cancel = CancellationToken::new();
+        tokio::spawn(c.run(rx, client, cancel.clone()));
+        (tx, requests, cancel)
+    }
+
+    async fn next(requests: &mut mpsc::UnboundedReceiver<Vec<u8>>) -> (StdInstant, SyncRequest) {
+        let r = tokio::time::timeout(Duration::from_secs(5), requests.recv())
+            .await
+            .expect("a request in time")
+            .expect("consumer alive");
+        (StdInstant::now(), serde_json::from_slice(&r).unwrap())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn unanswered_requests_are_retried_with_doubling_waits_then_checked_periodically() {
+        let dir = tempfile::tempdir().unwrap();
+        let check_every = Duration::from_millis(800);
+        let (inbound, mut requests, cancel) = consumer(dir.path(), check_every);
+        inbound.send(Inbound::Connected).unwrap();
+        let (mut at, first) = next(&mut requests).await;
+        assert_eq!(first.have_version, 0);
+        // Waits of 100, 200, 400 ms, then 400 (the most): never sooner.
+        let mut ids = vec![first.request];
+        for wait in [1, 2, 4, 4] {
+            let (t, r) = next(&mut requests).await;
+            let gap = t - at;
+            assert!(
+                gap + Duration::from_millis(5) >= wait * WAIT,
+                "retried after {gap:?}, not {:?}",
+                wait * WAIT
+            );
+            assert!(!ids.contains(&r.request), "a retry has a new request id");
+            ids.push(r.request);
+            at = t;
+        }
+        // A reconnect during the round asks again at once, back at the first wait.
+        inbound.send(Inbound::Connected).unwrap();
+        let (t, r) = next(&mut requests).await;
+        assert!(t - at < 4 * WAIT, "a reconnect waited {:?}", t - at);
+        // The answer ends the round; the next question is the periodic check.
+        let answer = seal_current("door", &r.request, 0, None);
+        inbound
+            .send(Inbound::Sync(Publish::new(
+                "acceso/sync/door",
+                rumqttc::QoS::AtMostOnce,
+                answer,
+            )))
+            .unwrap();
+        let answered = StdInstant::now();
+        let (t, check) = next(&mut requests).await;
+        assert_eq!(check.have_version, 0);
+        assert!(
+            t - answered + Duration::from_millis(5) >= check_every,
+            "checked again after {:?}",
+            t - answered
+        );
+        cancel.cancel();
+    }
+}

@@ -262,6 +262,11 @@ impl Store {
         Ok(self.meta("rejected_signatures")? as u64)
     }
 
+    /// How many messages were refused for their signature, ever.
+    pub fn rejected_signatures(&self) -> Result<u64, StoreError> {
+        Ok(self.meta("rejected_signatures")? as u64)
+    }
+
     /// Every stored user, for building the in-memory index.
     pub fn users(&self) -> Result<Vec<User>, StoreError> {
         let mut stmt = self
