@@ -129,6 +129,22 @@ async fn fresh_door(broker: &Mosquitto, cloud: &mut Cloud) -> TestDoor {
     door
 }
 
+/// `some` and 400 more users with an embedding each, sorted by id: several pages.
+fn big_fleet(mut some: Vec<User>) -> Vec<User> {
+    for i in 0..400u32 {
+        let mut u = user(&format!("u{i:04}"), &[1000 + i]);
+        u.faces = vec![FaceEmbedding {
+            model: acceso::face::MODEL_ID.into(),
+            vector: (0..acceso::face::EMBEDDING_LEN)
+                .map(|k| ((k as u32 + i) as f32 * 0.01).sin())
+                .collect(),
+        }];
+        some.push(u);
+    }
+    some.sort_by(|a, b| a.id.cmp(&b.id));
+    some
+}
+
 /// A fresh door that has version 1 (ana, card 1) and holds version 3 (cy, card 3) past a gap.
 async fn door_with_a_gap(broker: &Mosquitto, cloud: &mut Cloud) -> TestDoor {
     let mut door = fresh_door(broker, cloud).await;
@@ -172,18 +188,7 @@ async fn a_gap_is_filled_by_a_paged_snapshot_delivered_out_of_order_and_twice() 
     assert_eq!(decision(&mut door, 2).await.0, Outcome::Granted);
 
     // The fleet at 5: ana, cy, and many more with embeddings (several pages).
-    let mut fleet = vec![ana.clone(), user("cy", &[3])];
-    for i in 0..400u32 {
-        let mut u = user(&format!("u{i:04}"), &[1000 + i]);
-        u.faces = vec![FaceEmbedding {
-            model: acceso::face::MODEL_ID.into(),
-            vector: (0..acceso::face::EMBEDDING_LEN)
-                .map(|k| ((k as u32 + i) as f32 * 0.01).sin())
-                .collect(),
-        }];
-        fleet.push(u);
-    }
-    fleet.sort_by(|a, b| a.id.cmp(&b.id));
+    let fleet = big_fleet(vec![ana.clone(), user("cy", &[3])]);
     let pages = seal_snapshot(DEVICE, &req.request, 5, &fleet, Some(cloud_key())).unwrap();
     assert!(pages.len() >= 3, "{} pages", pages.len());
     assert!(pages.iter().all(|p| p.len() <= MAX_PAYLOAD_BYTES));
@@ -374,4 +379,31 @@ fn a_bad_key_file_stops_the_start_and_names_the_file() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("sync.public_keys"), "{err}");
     assert!(err.contains("cloud.pem"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_answering_a_try_and_its_retry_interleaved_still_complete_one_snapshot() {
+    let broker = Mosquitto::start();
+    let mut cloud = Cloud::new(&broker).await;
+    let mut door = door_with_a_gap(&broker, &mut cloud).await;
+    let first = cloud.request().await;
+    let retry = cloud.request().await;
+    assert_ne!(first.request, retry.request);
+    let fleet = big_fleet(vec![user("ana", &[1]), user("cy", &[3])]);
+    let a = seal_snapshot(DEVICE, &first.request, 3, &fleet, Some(cloud_key())).unwrap();
+    let b = seal_snapshot(DEVICE, &retry.request, 3, &fleet, Some(cloud_key())).unwrap();
+    assert!(a.len() >= 3);
+    for (pa, pb) in a.into_iter().zip(b) {
+        cloud.reply(pa).await;
+        cloud.reply(pb).await;
+    }
+    let (version, result, reason) = door.applied().await;
+    assert_eq!((version, result), (Some(3), ApplyResult::Applied));
+    assert_eq!(reason.as_deref(), Some("402 users"));
+    assert_eq!(current(&mut door).await, 3);
+    assert_eq!(decision(&mut door, 1000).await.0, Outcome::Granted);
+    // The other copy's remaining pages change nothing and report nothing.
+    cloud.update(&upsert(4, &user("dee", &[4]))).await;
+    assert_eq!(door.applied().await, (Some(4), ApplyResult::Applied, None));
+    door.stop().await;
 }

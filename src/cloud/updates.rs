@@ -74,7 +74,9 @@ pub struct Consumer {
     requests: mpsc::UnboundedSender<Vec<u8>>,
     timing: SyncTiming,
     outstanding: Option<Outstanding>,
-    assembly: Option<Assembly>,
+    /// Snapshots being gathered, one per request of this round (answers to an earlier try
+    /// may still be arriving when a retry's start).
+    assemblies: HashMap<String, Assembly>,
     next_check: Instant,
 }
 
@@ -101,7 +103,7 @@ impl Consumer {
             requests,
             timing,
             outstanding: None,
-            assembly: None,
+            assemblies: HashMap::new(),
             next_check,
         }
     }
@@ -378,15 +380,17 @@ impl Consumer {
             SyncResponse::Page(page) => {
                 if page.version <= applied {
                     // Nothing new in it (updates overtook the request).
-                    self.assembly = None;
+                    self.assemblies.clear();
                     self.round_done(applied, "current").await;
                     return true;
                 }
-                let fits = self.assembly.as_ref().is_some_and(|a| a.fits(&page));
+                let request = page.request.clone();
+                let fits = self.assemblies.get(&request).is_some_and(|a| a.fits(&page));
                 if !fits {
-                    self.assembly = Some(Assembly::new(&page));
+                    self.assemblies
+                        .insert(request.clone(), Assembly::new(&page));
                 }
-                let Some(assembly) = self.assembly.as_mut() else {
+                let Some(assembly) = self.assemblies.get_mut(&request) else {
                     return true;
                 };
                 let version = page.version;
@@ -400,11 +404,11 @@ impl Consumer {
                         }
                     }
                     Ok(Some(users)) => {
-                        self.assembly = None;
+                        self.assemblies.clear();
                         return self.swap_in(version, users).await;
                     }
                     Err(e) => {
-                        self.assembly = None;
+                        self.assemblies.remove(&request);
                         self.reporter.emit(rejected(
                             Some(version),
                             Some("snapshot".into()),
@@ -490,6 +494,7 @@ impl Consumer {
             detail: how.to_string(),
         });
         self.outstanding = None;
+        self.assemblies.clear();
         self.next_check = Instant::now() + self.timing.check_every;
     }
 
@@ -561,8 +566,11 @@ impl Consumer {
     async fn on_timer(&mut self) {
         let now = Instant::now();
         if self.outstanding.as_ref().is_some_and(|o| o.deadline <= now) {
-            self.assembly = None;
             self.send_request("no complete answer in time").await;
+            // Only the requests this round still waits for may have snapshots in the making.
+            if let Some(o) = &self.outstanding {
+                self.assemblies.retain(|id, _| o.ids.contains(id));
+            }
         } else if self.next_check <= now {
             self.next_check = now + self.timing.check_every;
             self.check("periodic check").await;
