@@ -466,6 +466,21 @@ impl Consumer {
                 self.round_done(applied, "snapshot applied").await;
                 true
             }
+            Ok((ApplyOutcome::Stale { applied }, _)) => {
+                // Updates applied while the pages were arriving took this door past the
+                // snapshot: it is older than what the door has, and swapping it in would undo
+                // them.
+                self.reporter.emit(Observation::Applied {
+                    version: Some(version),
+                    op: Some("snapshot".into()),
+                    outcome: ApplyResult::Ignored,
+                    reason: Some(format!(
+                        "snapshot version {version} is at or below the applied version {applied}: updates overtook it"
+                    )),
+                });
+                self.round_done(applied, "current").await;
+                true
+            }
             Ok((outcome, _)) => {
                 let why = match outcome {
                     ApplyOutcome::Rejected(why) => why,

@@ -193,7 +193,9 @@ impl Store {
     }
 
     /// Replaces every user with a snapshot's, at its version, in one transaction; stashed
-    /// updates it covers are forgotten. A card held twice refuses the whole snapshot.
+    /// updates it covers are forgotten. A card held twice refuses the whole snapshot. A
+    /// snapshot at or below the applied version is stale and changes nothing: updates applied
+    /// while its pages were arriving are newer than it (the applied version never goes back).
     pub fn replace_users(
         &mut self,
         version: u64,
@@ -205,6 +207,18 @@ impl Store {
             source,
         };
         let tx = self.conn.transaction().map_err(err)?;
+        let applied: i64 = tx
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'applied_version'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(err)?;
+        if version <= applied as u64 {
+            return Ok(ApplyOutcome::Stale {
+                applied: applied as u64,
+            });
+        }
         tx.execute_batch("DELETE FROM cards; DELETE FROM users;")
             .map_err(err)?;
         {
