@@ -271,7 +271,16 @@ pub fn snapshot_bodies(
     version: u64,
     users: &[User],
 ) -> Result<Vec<String>, String> {
-    let budget = MAX_PAYLOAD_BYTES - PAGE_OVERHEAD - device.len() - request.len();
+    // The device and request ids come from the door's request: long ones leave no room (and
+    // must not underflow the budget).
+    let budget = MAX_PAYLOAD_BYTES
+        .checked_sub(PAGE_OVERHEAD + device.len() + request.len())
+        .ok_or_else(|| {
+            format!(
+                "device and request ids of {} bytes leave no room for users in a page",
+                device.len() + request.len()
+            )
+        })?;
     let mut texts = Vec::with_capacity(users.len());
     for u in users {
         let raw = serde_json::value::to_raw_value(u).map_err(|e| format!("user {}: {e}", u.id))?;
