@@ -155,7 +155,9 @@ fn snapshot(c: &mut Criterion, tmp: &Path) {
     group.bench_function("replace_users", |b| {
         b.iter(|| {
             version += 1;
-            let outcome = store.replace_users(version, black_box(&all)).expect("replace");
+            let outcome = store
+                .replace_users(version, black_box(&all))
+                .expect("replace");
             assert_eq!(outcome, ApplyOutcome::Applied);
         })
     });

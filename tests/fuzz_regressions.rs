@@ -80,7 +80,10 @@ fn a_snapshot_at_or_below_the_applied_version_changes_nothing() {
         );
     }
     assert_eq!(s.applied_version().unwrap(), 7);
-    assert!(s.users().unwrap().is_empty(), "the delete of version 7 stands");
+    assert!(
+        s.users().unwrap().is_empty(),
+        "the delete of version 7 stands"
+    );
     // A newer snapshot still applies.
     assert_eq!(
         s.replace_users(8, &snapshot_6).unwrap(),

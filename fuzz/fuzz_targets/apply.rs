@@ -28,14 +28,26 @@ struct Person {
 
 #[derive(Debug, Arbitrary)]
 enum Step {
-    Upsert { version: u8, person: Person },
-    Delete { version: u8, id: u8 },
+    Upsert {
+        version: u8,
+        person: Person,
+    },
+    Delete {
+        version: u8,
+        id: u8,
+    },
     /// What the consumer does with a gap: keep it.
-    Stash { version: u8, person: Person },
+    Stash {
+        version: u8,
+        person: Person,
+    },
     /// What the consumer does after an apply: the stashed updates that follow, in order.
     Drain,
     /// A snapshot swapped in (the consumer's `swap_in`), possibly behind the applied version.
-    Snapshot { version: u8, people: Vec<Person> },
+    Snapshot {
+        version: u8,
+        people: Vec<Person>,
+    },
     /// Close and open the file again.
     Reopen,
 }
@@ -176,7 +188,10 @@ fn check(store: &Store, model: &Model, before: &(u64, Vec<User>), outcome: Optio
             assert_eq!(&now, before, "{o:?} changed the store");
         }
     }
-    assert_eq!(now.0, model.applied, "applied version differs from the model");
+    assert_eq!(
+        now.0, model.applied,
+        "applied version differs from the model"
+    );
     let expected: Vec<User> = model.users.values().cloned().collect();
     assert_eq!(now.1, expected, "users differ from the model");
 }
@@ -204,7 +219,10 @@ fuzz_target!(|steps: Vec<Step>| {
                 let u = upsert(*version, person);
                 let got = store.apply_update(&u).expect("apply_update");
                 let want = model.apply(&u);
-                assert!(same_kind(&got, &want), "{u:?}: store {got:?}, model {want:?}");
+                assert!(
+                    same_kind(&got, &want),
+                    "{u:?}: store {got:?}, model {want:?}"
+                );
                 Some(got)
             }
             Step::Delete { version: v, id } => {
@@ -216,18 +234,28 @@ fuzz_target!(|steps: Vec<Step>| {
                 };
                 let got = store.apply_update(&u).expect("apply_update");
                 let want = model.apply(&u);
-                assert!(same_kind(&got, &want), "{u:?}: store {got:?}, model {want:?}");
+                assert!(
+                    same_kind(&got, &want),
+                    "{u:?}: store {got:?}, model {want:?}"
+                );
                 Some(got)
             }
             Step::Stash { version, person } => {
                 let u = upsert(*version, person);
-                assert!(store.stash(&u).expect("stash"), "a small stash keeps everything");
+                assert!(
+                    store.stash(&u).expect("stash"),
+                    "a small stash keeps everything"
+                );
                 stash.insert(u.version, u.clone());
                 assert_eq!(
                     store.stashed(u.version).expect("stashed").as_ref(),
                     Some(&u)
                 );
-                let span = stash.keys().next().copied().zip(stash.keys().last().copied());
+                let span = stash
+                    .keys()
+                    .next()
+                    .copied()
+                    .zip(stash.keys().last().copied());
                 assert_eq!(store.stash_span().expect("stash span"), span);
                 None
             }
@@ -245,7 +273,10 @@ fuzz_target!(|steps: Vec<Step>| {
                     let before = state(&store);
                     let got = store.apply_update(&u).expect("apply_update");
                     let want = model.apply(&u);
-                    assert!(same_kind(&got, &want), "{u:?}: store {got:?}, model {want:?}");
+                    assert!(
+                        same_kind(&got, &want),
+                        "{u:?}: store {got:?}, model {want:?}"
+                    );
                     store.drop_stash_through(u.version).expect("drop stash");
                     stash.retain(|v, _| *v > u.version);
                     check(&store, &model, &before, Some(&got));
@@ -260,7 +291,10 @@ fuzz_target!(|steps: Vec<Step>| {
                 let v = version(*v);
                 let got = store.replace_users(v, &users).expect("replace_users");
                 let want = model.replace(v, &users);
-                assert!(same_kind(&got, &want), "snapshot {v}: store {got:?}, model {want:?}");
+                assert!(
+                    same_kind(&got, &want),
+                    "snapshot {v}: store {got:?}, model {want:?}"
+                );
                 if matches!(got, ApplyOutcome::Applied) {
                     stash.retain(|s, _| *s > v);
                 }

@@ -23,11 +23,18 @@ fn check_complete(users: &[User], pages: &BTreeMap<u32, SnapshotPage>) {
     let mut ids = HashSet::new();
     let mut cards: HashMap<&CardUid, &str> = HashMap::new();
     for u in users {
-        assert!(ids.insert(&u.id), "user {} twice in a completed snapshot", u.id);
+        assert!(
+            ids.insert(&u.id),
+            "user {} twice in a completed snapshot",
+            u.id
+        );
         u.validate().expect("a snapshot user validates");
         for c in &u.cards {
             if let Some(other) = cards.insert(c, &u.id) {
-                panic!("card {c} held by {other} and {} in a completed snapshot", u.id);
+                panic!(
+                    "card {c} held by {other} and {} in a completed snapshot",
+                    u.id
+                );
             }
         }
     }
@@ -49,7 +56,11 @@ fn reseal(first: &SnapshotPage, users: &[User]) {
     let mut assembly: Option<Assembly> = None;
     let mut back = None;
     for p in &pages {
-        assert!(p.len() <= MAX_PAYLOAD_BYTES, "a sealed page is {} bytes", p.len());
+        assert!(
+            p.len() <= MAX_PAYLOAD_BYTES,
+            "a sealed page is {} bytes",
+            p.len()
+        );
         let Ok(SyncResponse::Page(page)) = SyncResponse::open(p, Some(&keys.trusted)) else {
             panic!("a sealed page does not open");
         };

@@ -20,7 +20,10 @@ fn check(update: &Update) {
     assert!(update.version >= 1, "version 0 accepted");
     let body = update.body();
     let again = Update::parse(body.as_bytes()).expect("a parsed update's body parses again");
-    assert_eq!(&again, update, "round trip through body() changed the update");
+    assert_eq!(
+        &again, update,
+        "round trip through body() changed the update"
+    );
     match &update.op {
         UpdateOp::UpsertUser(user) => user.validate().expect("an accepted user validates"),
         UpdateOp::DeleteUser { user_id } => assert!(!user_id.trim().is_empty()),
