@@ -18,7 +18,7 @@ use acceso_protocol::{
 };
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 
-const SEED: u64 = 0x5_1C0_2026;
+const SEED: u64 = 0x51C0_2026;
 const SNAPSHOT_USERS: usize = 10_000;
 
 /// splitmix64, as in the other benches.
