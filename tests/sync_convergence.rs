@@ -16,7 +16,9 @@ use acceso::cloud::{Consumer, SyncTiming};
 use acceso::observe::{Observation, Reporter};
 use acceso::store::{SharedStore, Store};
 use acceso_protocol::sync::{seal_current, seal_snapshot};
-use acceso_protocol::{CardUid, SigningKey, SyncRequest, TrustedKeys, Update, UpdateOp, User};
+use acceso_protocol::{
+    CardUid, FaceEmbedding, SigningKey, SyncRequest, TrustedKeys, Update, UpdateOp, User,
+};
 use proptest::prelude::*;
 use tokio::sync::{mpsc, watch};
 
@@ -52,7 +54,9 @@ enum Step {
     CloudChange,
     /// The message of the `n`-th change made so far (modulo how many) reaches the door.
     Deliver(usize),
-    /// The sync requests so far are answered (pages in this rotation order).
+    /// The sync requests so far are answered (pages in this rotation order), and up to this
+    /// many pages of the answers so far (1 to 3) reach the door; the rest come later, with
+    /// updates and restarts in between.
     Answer(usize),
     /// The agent restarts on the same database (requests in flight stay unanswered).
     Restart,
@@ -89,7 +93,16 @@ fn update(version: u64, c: &Change) -> Update {
             name: id,
             enabled: c.enabled,
             cards,
-            faces: vec![],
+            // Heavy users (many embeddings), so a snapshot takes several pages.
+            faces: vec![
+                FaceEmbedding {
+                    model: acceso::face::MODEL_ID.into(),
+                    vector: (0..acceso::face::EMBEDDING_LEN)
+                        .map(|k| (k as f32 * 0.7071 + version as f32).sin() * 0.123_456_79)
+                        .collect(),
+                };
+                24
+            ],
             valid_from: None,
             valid_until: None,
             doors: None,
@@ -227,6 +240,8 @@ async fn run(changes: Vec<Change>, steps: Vec<Step>) -> Result<(), TestCaseError
     let mut door = start(&path, &key);
     // Requests the door sent, kept across restarts (an answer may come after one).
     let mut pending: Vec<SyncRequest> = Vec::new();
+    // Answer pages on their way to the door.
+    let mut in_flight: std::collections::VecDeque<Vec<u8>> = Default::default();
     for step in steps {
         match step {
             Step::CloudChange => made = (made + 1).min(all.len()),
@@ -240,7 +255,10 @@ async fn run(changes: Vec<Change>, steps: Vec<Step>) -> Result<(), TestCaseError
                     let mut pages = answer(&request, &all[..made], &key);
                     let by = rotate % pages.len();
                     pages.rotate_left(by);
-                    for page in pages {
+                    in_flight.extend(pages);
+                }
+                for _ in 0..=(rotate % 3) {
+                    if let Some(page) = in_flight.pop_front() {
                         prop_assert!(door.consumer.on_sync(&page).await, "not stored");
                     }
                 }
@@ -260,6 +278,11 @@ async fn run(changes: Vec<Change>, steps: Vec<Step>) -> Result<(), TestCaseError
     // to what the cloud has made so far.
     let made_before = made;
     pending.clear();
+    // What was still on its way arrives, late.
+    for page in in_flight.drain(..) {
+        prop_assert!(door.consumer.on_sync(&page).await, "not stored");
+    }
+    prefix(&door, &all).await?;
     door.consumer.on_connected().await;
     answer_all(&mut door, &mut pending, &all[..made_before], &key).await?;
     prefix(&door, &all).await?;
