@@ -98,7 +98,7 @@ fn update(version: u64, c: &Change) -> Update {
                 FaceEmbedding {
                     model: acceso::face::MODEL_ID.into(),
                     vector: (0..acceso::face::EMBEDDING_LEN)
-                        .map(|k| (k as f32 * 0.7071 + version as f32).sin() * 0.123_456_79)
+                        .map(|k| (k as f32 * 0.37 + version as f32).sin() * 0.123_456_79)
                         .collect(),
                 };
                 24
