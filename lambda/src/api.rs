@@ -105,10 +105,14 @@ pub fn parse_user(text: &str) -> Result<User, ApiError> {
     let mut de = serde_json::Deserializer::from_str(text);
     let user: User = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let at = e.path().to_string();
-        if at == "." {
-            ApiError::bad("", format!("body is not a user: {}", e.inner()))
+        let at = if at == "." { String::new() } else { at };
+        // The path names the field at fault (an unknown field's path is its own name).
+        let inner = e.inner().to_string();
+        let field = at.clone();
+        if at.is_empty() {
+            ApiError::bad(&field, format!("body is not a user: {inner}"))
         } else {
-            ApiError::bad(&at, format!("{at}: {}", e.inner()))
+            ApiError::bad(&field, format!("{at}: {inner}"))
         }
     })?;
     de.end()
