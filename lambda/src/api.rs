@@ -122,7 +122,10 @@ pub fn parse_user(text: &str) -> Result<User, ApiError> {
     if user.cards.len() > MAX_CARDS {
         return Err(ApiError::bad(
             "cards",
-            format!("a user holds at most {MAX_CARDS} cards, not {}", user.cards.len()),
+            format!(
+                "a user holds at most {MAX_CARDS} cards, not {}",
+                user.cards.len()
+            ),
         ));
     }
     for (i, f) in user.faces.iter().enumerate() {
@@ -239,7 +242,10 @@ impl<D: Directory, E: EventStore, P: Publisher, S: CloudSigner> Api<D, E, P, S> 
                 405,
                 format!("{method} is not a method of {}", req.resource),
             )),
-            _ => Err(ApiError::status(404, format!("no resource {}", req.resource))),
+            _ => Err(ApiError::status(
+                404,
+                format!("no resource {}", req.resource),
+            )),
         }
     }
 
@@ -317,8 +323,15 @@ impl<D: Directory, E: EventStore, P: Publisher, S: CloudSigner> Api<D, E, P, S> 
         };
         let update = Update { version, op };
         let published = self.publish(&update).await;
-        tracing::info!(version, op = update.op.name(), user = update.op.user_id(), published, "user write");
-        let mut body = json!({ "version": version, "op": update.op.name(), "published": published });
+        tracing::info!(
+            version,
+            op = update.op.name(),
+            user = update.op.user_id(),
+            published,
+            "user write"
+        );
+        let mut body =
+            json!({ "version": version, "op": update.op.name(), "published": published });
         match update.op {
             UpdateOp::UpsertUser(u) => body["user"] = json!(u),
             UpdateOp::DeleteUser { user_id } => body["user_id"] = json!(user_id),

@@ -103,8 +103,8 @@ impl Authorizer {
             Some(_) => return Err(refuse(&"not a Bearer token")),
             None => header,
         };
-        let claims = jwt::verify(token, &self.keys, &self.rules, now)
-            .map_err(|e: JwtError| refuse(&e))?;
+        let claims =
+            jwt::verify(token, &self.keys, &self.rules, now).map_err(|e: JwtError| refuse(&e))?;
         let role = role_of(&claims).ok_or_else(|| refuse(&"the token grants no acceso role"))?;
         let base = api_stage_arn(&req.method_arn)
             .ok_or_else(|| refuse(&format!("method ARN {:?} is not one", req.method_arn)))?;

@@ -183,8 +183,9 @@ impl EventStore for DynamoEvents {
         let mut events = Vec::new();
         for item in out.items() {
             let json = get_s(item, "event")?;
-            let event: AccessEvent = serde_json::from_str(json)
-                .map_err(|e| StoreError::Permanent(format!("stored event is not an AccessEvent: {e}")))?;
+            let event: AccessEvent = serde_json::from_str(json).map_err(|e| {
+                StoreError::Permanent(format!("stored event is not an AccessEvent: {e}"))
+            })?;
             events.push(event);
         }
         let next = match out.last_evaluated_key() {
@@ -309,7 +310,11 @@ impl DynamoDirectory {
                 .condition_expression("#v = :have")
                 .expression_attribute_values(":have", n(version))
         };
-        items.push(TransactWriteItem::builder().update(counter.build().map_err(build)?).build());
+        items.push(
+            TransactWriteItem::builder()
+                .update(counter.build().map_err(build)?)
+                .build(),
+        );
 
         match new_user {
             Some(u) => {
@@ -328,7 +333,11 @@ impl DynamoDirectory {
                         .expression_attribute_names("#v", "version")
                         .expression_attribute_values(":was", n(v)),
                 };
-                items.push(TransactWriteItem::builder().put(put.build().map_err(build)?).build());
+                items.push(
+                    TransactWriteItem::builder()
+                        .put(put.build().map_err(build)?)
+                        .build(),
+                );
             }
             None => {
                 let del = Delete::builder()
@@ -338,7 +347,11 @@ impl DynamoDirectory {
                     .condition_expression("#v = :was")
                     .expression_attribute_names("#v", "version")
                     .expression_attribute_values(":was", n(old_version.unwrap_or(0)));
-                items.push(TransactWriteItem::builder().delete(del.build().map_err(build)?).build());
+                items.push(
+                    TransactWriteItem::builder()
+                        .delete(del.build().map_err(build)?)
+                        .build(),
+                );
             }
         }
 
@@ -359,7 +372,11 @@ impl DynamoDirectory {
                 .condition_expression("attribute_not_exists(pk) OR user_id = :me")
                 .expression_attribute_values(":me", s(&id));
             claims.push((items.len(), card.clone()));
-            items.push(TransactWriteItem::builder().put(put.build().map_err(build)?).build());
+            items.push(
+                TransactWriteItem::builder()
+                    .put(put.build().map_err(build)?)
+                    .build(),
+            );
         }
         for card in had.difference(&has) {
             let del = Delete::builder()
@@ -368,7 +385,11 @@ impl DynamoDirectory {
                 .key("sk", s(card))
                 .condition_expression("user_id = :me")
                 .expression_attribute_values(":me", s(&id));
-            items.push(TransactWriteItem::builder().delete(del.build().map_err(build)?).build());
+            items.push(
+                TransactWriteItem::builder()
+                    .delete(del.build().map_err(build)?)
+                    .build(),
+            );
         }
 
         let res = self
@@ -411,7 +432,12 @@ impl DynamoDirectory {
                 }
             }
         }
-        if failed(0) || failed(1) || reasons.iter().any(|r| r.code() == Some("TransactionConflict")) {
+        if failed(0)
+            || failed(1)
+            || reasons
+                .iter()
+                .any(|r| r.code() == Some("TransactionConflict"))
+        {
             return Ok(None);
         }
         // Cancelled for another reason (a removed card's item not ours: only if someone
@@ -419,7 +445,11 @@ impl DynamoDirectory {
         let why: Vec<String> = reasons
             .iter()
             .enumerate()
-            .filter_map(|(i, r)| r.code().filter(|c| *c != "None").map(|c| format!("item {i}: {c}")))
+            .filter_map(|(i, r)| {
+                r.code()
+                    .filter(|c| *c != "None")
+                    .map(|c| format!("item {i}: {c}"))
+            })
             .collect();
         Err(WriteError::Store(StoreError::Permanent(format!(
             "user write cancelled: {}",

@@ -71,10 +71,7 @@ impl ProxyResponse {
     pub fn json(status: u16, body: &serde_json::Value) -> ProxyResponse {
         ProxyResponse {
             status_code: status,
-            headers: HashMap::from([(
-                "content-type".to_string(),
-                "application/json".to_string(),
-            )]),
+            headers: HashMap::from([("content-type".to_string(), "application/json".to_string())]),
             body: body.to_string(),
             is_base64_encoded: false,
         }

@@ -171,7 +171,11 @@ fn number(claims: &Map<String, Value>, name: &'static str) -> Result<Option<i64>
         None => Ok(None),
         Some(v) => v
             .as_i64()
-            .or_else(|| v.as_f64().filter(|f| f.is_finite()).map(|f| f.floor() as i64))
+            .or_else(|| {
+                v.as_f64()
+                    .filter(|f| f.is_finite())
+                    .map(|f| f.floor() as i64)
+            })
             .map(Some)
             .ok_or(JwtError::MissingClaim(name)),
     }
@@ -260,7 +264,9 @@ pub fn verify(
         }
         Some(other) => {
             return Err(JwtError::TokenUse(
-                other.map(str::to_string).unwrap_or_else(|| "(not a string)".into()),
+                other
+                    .map(str::to_string)
+                    .unwrap_or_else(|| "(not a string)".into()),
             ))
         }
     }

@@ -44,7 +44,10 @@ pub struct EventPage {
 /// Where access events are kept, one item per `event_id`.
 pub trait EventStore: Send + Sync {
     /// Stores `event` unless an event with its `event_id` is already stored.
-    fn put_event(&self, event: &AccessEvent) -> impl Future<Output = Result<Stored, StoreError>> + Send;
+    fn put_event(
+        &self,
+        event: &AccessEvent,
+    ) -> impl Future<Output = Result<Stored, StoreError>> + Send;
 
     /// `device`'s events with `from <= time < until`, oldest first, at most `limit`, from
     /// `cursor` (a `next` of an earlier page of the same query).
@@ -121,7 +124,10 @@ pub trait Directory: Send + Sync {
     /// The fleet version: that of the last committed write, 0 before the first.
     fn fleet_version(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
-    fn get_user(&self, id: &str) -> impl Future<Output = Result<Option<StoredUser>, StoreError>> + Send;
+    fn get_user(
+        &self,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<StoredUser>, StoreError>> + Send;
 
     /// Users by id, at most `limit`, from `cursor`.
     fn list_users(
@@ -148,7 +154,11 @@ pub struct PublishError {
 
 /// MQTT publishes through AWS IoT Core's data plane, QoS 1.
 pub trait Publisher: Send + Sync {
-    fn publish(&self, topic: &str, payload: Vec<u8>) -> impl Future<Output = Result<(), PublishError>> + Send;
+    fn publish(
+        &self,
+        topic: &str,
+        payload: Vec<u8>,
+    ) -> impl Future<Output = Result<(), PublishError>> + Send;
 }
 
 /// A signature that could not be made.
@@ -159,7 +169,11 @@ pub struct SignError(pub String);
 /// Signs message bodies for the doors: base64 of a DER ECDSA P-256 / SHA-256 signature over
 /// `acceso_protocol::signed::signed_bytes(purpose, body)`.
 pub trait CloudSigner: Send + Sync {
-    fn sign(&self, purpose: Purpose, body: &str) -> impl Future<Output = Result<String, SignError>> + Send;
+    fn sign(
+        &self,
+        purpose: Purpose,
+        body: &str,
+    ) -> impl Future<Output = Result<String, SignError>> + Send;
 }
 
 /// A local key signs (tests, and a deployment without KMS).
@@ -167,14 +181,20 @@ impl CloudSigner for acceso_protocol::SigningKey {
     async fn sign(&self, purpose: Purpose, body: &str) -> Result<String, SignError> {
         let sig = acceso_protocol::SigningKey::sign(self, purpose, body.as_bytes());
         if sig.is_empty() {
-            return Err(SignError("the system random number generator failed".into()));
+            return Err(SignError(
+                "the system random number generator failed".into(),
+            ));
         }
         Ok(sig)
     }
 }
 
 /// Signs `body` and wraps it in the envelope the doors open.
-pub async fn seal<S: CloudSigner>(signer: &S, purpose: Purpose, body: &str) -> Result<Vec<u8>, SignError> {
+pub async fn seal<S: CloudSigner>(
+    signer: &S,
+    purpose: Purpose,
+    body: &str,
+) -> Result<Vec<u8>, SignError> {
     let sig = signer.sign(purpose, body).await?;
     Ok(acceso_protocol::signed::envelope(body, Some(&sig)))
 }

@@ -66,8 +66,7 @@ fn check(ev: &SyncEvent) -> Result<SyncRequest, String> {
             return Err(format!("client {c:?} asked on behalf of device {d:?}"));
         }
     }
-    if ev.request.is_empty() || ev.request.len() > 64 || ev.request.chars().any(char::is_control)
-    {
+    if ev.request.is_empty() || ev.request.len() > 64 || ev.request.chars().any(char::is_control) {
         return Err("request must be 1 to 64 bytes without control characters".into());
     }
     Ok(SyncRequest {
@@ -79,8 +78,8 @@ fn check(ev: &SyncEvent) -> Result<SyncRequest, String> {
 
 impl<D: Directory, P: Publisher, S: CloudSigner> Sync<D, P, S> {
     pub async fn handle(&self, input: Value) -> Result<Value, SyncFailure> {
-        let ev: SyncEvent = serde_json::from_value(input)
-            .map_err(|e| SyncFailure::Invalid(e.to_string()))?;
+        let ev: SyncEvent =
+            serde_json::from_value(input).map_err(|e| SyncFailure::Invalid(e.to_string()))?;
         let req = check(&ev).map_err(SyncFailure::Invalid)?;
         self.answer(&req).await
     }
@@ -117,6 +116,8 @@ impl<D: Directory, P: Publisher, S: CloudSigner> Sync<D, P, S> {
             self.publisher.publish(&topic, sealed).await?;
         }
         tracing::info!(device = %req.device, have = req.have_version, version, users = users.len(), pages = bodies.len(), "snapshot");
-        Ok(json!({ "version": version, "kind": "snapshot", "pages": bodies.len(), "users": users.len() }))
+        Ok(
+            json!({ "version": version, "kind": "snapshot", "pages": bodies.len(), "users": users.len() }),
+        )
     }
 }

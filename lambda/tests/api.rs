@@ -85,7 +85,10 @@ fn with_query(mut r: ProxyRequest, q: &[(&str, &str)]) -> ProxyRequest {
 
 async fn call<P: Publisher>(f: &Fixture<P>, r: ProxyRequest) -> (u16, Value) {
     let res: ProxyResponse = within("api", f.api.handle(&r)).await;
-    assert_eq!(res.headers.get("content-type").map(String::as_str), Some("application/json"));
+    assert_eq!(
+        res.headers.get("content-type").map(String::as_str),
+        Some("application/json")
+    );
     (res.status_code, res.body_json())
 }
 
@@ -108,22 +111,51 @@ fn updates<P>(f: &Fixture<P>) -> Vec<Update> {
 #[tokio::test]
 async fn every_write_takes_the_next_version_and_publishes_the_signed_update() {
     let f = fixture().await;
-    let (s, b) = call(&f, req("POST", "/users", &[], Some(user("u1", &["04:6b:2f:91:c4:5a:80"])))).await;
-    assert_eq!((s, b["version"].clone(), b["published"].clone()), (201, json!(1), json!(true)), "{b}");
+    let (s, b) = call(
+        &f,
+        req(
+            "POST",
+            "/users",
+            &[],
+            Some(user("u1", &["04:6b:2f:91:c4:5a:80"])),
+        ),
+    )
+    .await;
+    assert_eq!(
+        (s, b["version"].clone(), b["published"].clone()),
+        (201, json!(1), json!(true)),
+        "{b}"
+    );
     // Card UIDs are stored and answered in canonical form.
     assert_eq!(b["user"]["cards"], json!(["046B2F91C45A80"]));
-    let (s, b) = call(&f, req("POST", "/users", &[], Some(user("u2", &["DEADBEEF"])))).await;
+    let (s, b) = call(
+        &f,
+        req("POST", "/users", &[], Some(user("u2", &["DEADBEEF"]))),
+    )
+    .await;
     assert_eq!((s, b["version"].clone()), (201, json!(2)));
     let mut changed = user("u1", &["046B2F91C45A80", "CAFEF00D"]);
     changed["enabled"] = json!(false);
     changed["schedule"] = json!([{"days": ["mon", "tue"], "from": "07:00", "until": "19:00"}]);
     changed["faces"] = json!([{"model": "sface_2021dec", "vector": [0.1, 0.2, 0.3]}]);
-    let (s, b) = call(&f, req("PUT", "/users/{id}", &[("id", "u1")], Some(changed))).await;
+    let (s, b) = call(
+        &f,
+        req("PUT", "/users/{id}", &[("id", "u1")], Some(changed)),
+    )
+    .await;
     assert_eq!((s, b["version"].clone()), (200, json!(3)), "{b}");
     let (s, b) = call(&f, req("DELETE", "/users/{id}", &[("id", "u2")], None)).await;
-    assert_eq!((s, b["version"].clone(), b["user_id"].clone()), (200, json!(4), json!("u2")));
+    assert_eq!(
+        (s, b["version"].clone(), b["user_id"].clone()),
+        (200, json!(4), json!("u2"))
+    );
 
-    assert_eq!(within("version", f.api.directory.fleet_version()).await.unwrap(), 4);
+    assert_eq!(
+        within("version", f.api.directory.fleet_version())
+            .await
+            .unwrap(),
+        4
+    );
     let (s, b) = call(&f, req("GET", "/users/{id}", &[("id", "u1")], None)).await;
     assert_eq!(s, 200);
     assert_eq!(b["version"], 3);
@@ -146,7 +178,9 @@ async fn every_write_takes_the_next_version_and_publishes_the_signed_update() {
             (4, "delete_user", "u2"),
         ]
     );
-    let UpdateOp::UpsertUser(u1) = &ups[2].op else { panic!() };
+    let UpdateOp::UpsertUser(u1) = &ups[2].op else {
+        panic!()
+    };
     assert_eq!(u1.cards.len(), 2);
     assert!(!u1.enabled);
     // Another key's doors refuse them.
@@ -162,16 +196,54 @@ async fn bad_input_is_a_400_naming_the_field_and_changes_nothing() {
         (user("u1", &["XYZ"]), "cards[0]", "not hex"),
         (user("u1", &["DEADBEEF", "de:ad:be:ef"]), "cards", "twice"),
         (user("u1", &["00000000"]), "cards[0]", "all zero"),
-        (json!({"id": "u1", "name": "A", "schedule": [{"days": ["mon"], "from": "25:00", "until": "26:00"}]}), "schedule[0].from", "not a time of day"),
-        (json!({"id": "u1", "name": "A", "schedule": [{"days": ["mon"], "from": "09:00", "until": "09:00"}]}), "schedule[0]", "starts and ends"),
-        (json!({"id": "u1", "name": "A", "faces": [{"model": "sface", "vector": []}]}), "faces[0].vector", "empty"),
-        (json!({"id": "u1", "name": "A", "faces": [{"vector": [0.1]}]}), "faces[0]", "model"),
-        (json!({"id": "u1", "name": "A", "faces": [{"model": "sface", "vector": [0.1, 0.2]}, {"model": "sface", "vector": [0.1]}]}), "faces[1].vector", "same model"),
-        (json!({"id": "u1", "name": "A", "valid_from": "2026-02-01T00:00:00Z", "valid_until": "2026-01-01T00:00:00Z"}), "valid_from", "not before"),
+        (
+            json!({"id": "u1", "name": "A", "schedule": [{"days": ["mon"], "from": "25:00", "until": "26:00"}]}),
+            "schedule[0].from",
+            "not a time of day",
+        ),
+        (
+            json!({"id": "u1", "name": "A", "schedule": [{"days": ["mon"], "from": "09:00", "until": "09:00"}]}),
+            "schedule[0]",
+            "starts and ends",
+        ),
+        (
+            json!({"id": "u1", "name": "A", "faces": [{"model": "sface", "vector": []}]}),
+            "faces[0].vector",
+            "empty",
+        ),
+        (
+            json!({"id": "u1", "name": "A", "faces": [{"vector": [0.1]}]}),
+            "faces[0]",
+            "model",
+        ),
+        (
+            json!({"id": "u1", "name": "A", "faces": [{"model": "sface", "vector": [0.1, 0.2]}, {"model": "sface", "vector": [0.1]}]}),
+            "faces[1].vector",
+            "same model",
+        ),
+        (
+            json!({"id": "u1", "name": "A", "valid_from": "2026-02-01T00:00:00Z", "valid_until": "2026-01-01T00:00:00Z"}),
+            "valid_from",
+            "not before",
+        ),
         (json!({"id": "", "name": "A"}), "id", "empty"),
-        (json!({"id": "u1", "name": "A", "colour": "red"}), "colour", "unknown field"),
+        (
+            json!({"id": "u1", "name": "A", "colour": "red"}),
+            "colour",
+            "unknown field",
+        ),
         (json!({"id": "u1"}), "", "name"),
-        (user("u1", &["01020304", "01020305", "01020306", "01020307", "01020308", "01020309", "0102030A", "0102030B", "0102030C", "0102030D", "0102030E"]), "cards", "at most 10"),
+        (
+            user(
+                "u1",
+                &[
+                    "01020304", "01020305", "01020306", "01020307", "01020308", "01020309",
+                    "0102030A", "0102030B", "0102030C", "0102030D", "0102030E",
+                ],
+            ),
+            "cards",
+            "at most 10",
+        ),
     ];
     for (body, field, expect) in cases {
         let (s, b) = call(&f, req("POST", "/users", &[], Some(body.clone()))).await;
@@ -184,43 +256,104 @@ async fn bad_input_is_a_400_naming_the_field_and_changes_nothing() {
     raw.body = Some("{not json".into());
     let (s, _) = call(&f, raw).await;
     assert_eq!(s, 400);
-    let (s, b) = call(&f, req("PUT", "/users/{id}", &[("id", "u9")], Some(user("u1", &[])))).await;
+    let (s, b) = call(
+        &f,
+        req("PUT", "/users/{id}", &[("id", "u9")], Some(user("u1", &[]))),
+    )
+    .await;
     assert_eq!((s, b["field"].clone()), (400, json!("id")), "{b}");
-    let (s, b) = call(&f, with_query(req("GET", "/users", &[], None), &[("limit", "0")])).await;
+    let (s, b) = call(
+        &f,
+        with_query(req("GET", "/users", &[], None), &[("limit", "0")]),
+    )
+    .await;
     assert_eq!((s, b["field"].clone()), (400, json!("limit")));
-    let (s, b) = call(&f, with_query(req("GET", "/users", &[], None), &[("cursor", "!!")])).await;
+    let (s, b) = call(
+        &f,
+        with_query(req("GET", "/users", &[], None), &[("cursor", "!!")]),
+    )
+    .await;
     assert_eq!((s, b["field"].clone()), (400, json!("cursor")), "{b}");
 
-    assert_eq!(within("version", f.api.directory.fleet_version()).await.unwrap(), 0);
+    assert_eq!(
+        within("version", f.api.directory.fleet_version())
+            .await
+            .unwrap(),
+        0
+    );
     assert!(updates(&f).is_empty());
 }
 
 #[tokio::test]
 async fn a_card_opens_doors_for_one_user_only() {
     let f = fixture().await;
-    let (s, _) = call(&f, req("POST", "/users", &[], Some(user("ana", &["DEADBEEF"])))).await;
+    let (s, _) = call(
+        &f,
+        req("POST", "/users", &[], Some(user("ana", &["DEADBEEF"]))),
+    )
+    .await;
     assert_eq!(s, 201);
     // Another user may not take it, in any spelling.
-    let (s, b) = call(&f, req("POST", "/users", &[], Some(user("bob", &["de:ad:be:ef"])))).await;
+    let (s, b) = call(
+        &f,
+        req("POST", "/users", &[], Some(user("bob", &["de:ad:be:ef"]))),
+    )
+    .await;
     assert_eq!((s, b["field"].clone()), (409, json!("cards")), "{b}");
     assert!(b["error"].as_str().unwrap().contains("\"ana\""), "{b}");
     let (s, _) = call(&f, req("GET", "/users/{id}", &[("id", "bob")], None)).await;
     assert_eq!(s, 404, "a refused write leaves nothing behind");
-    assert_eq!(within("version", f.api.directory.fleet_version()).await.unwrap(), 1);
+    assert_eq!(
+        within("version", f.api.directory.fleet_version())
+            .await
+            .unwrap(),
+        1
+    );
 
     // Ana gives it up; then Bob can have it. Ana keeping her other card is no conflict.
-    let (s, _) = call(&f, req("PUT", "/users/{id}", &[("id", "ana")], Some(user("ana", &["CAFEF00D"])))).await;
+    let (s, _) = call(
+        &f,
+        req(
+            "PUT",
+            "/users/{id}",
+            &[("id", "ana")],
+            Some(user("ana", &["CAFEF00D"])),
+        ),
+    )
+    .await;
     assert_eq!(s, 200);
-    let (s, b) = call(&f, req("PUT", "/users/{id}", &[("id", "ana")], Some(user("ana", &["CAFEF00D"])))).await;
+    let (s, b) = call(
+        &f,
+        req(
+            "PUT",
+            "/users/{id}",
+            &[("id", "ana")],
+            Some(user("ana", &["CAFEF00D"])),
+        ),
+    )
+    .await;
     assert_eq!(s, 200, "{b}");
-    let (s, b) = call(&f, req("POST", "/users", &[], Some(user("bob", &["DEADBEEF"])))).await;
+    let (s, b) = call(
+        &f,
+        req("POST", "/users", &[], Some(user("bob", &["DEADBEEF"]))),
+    )
+    .await;
     assert_eq!(s, 201, "{b}");
     // Deleting Bob frees the card again.
     let (s, _) = call(&f, req("DELETE", "/users/{id}", &[("id", "bob")], None)).await;
     assert_eq!(s, 200);
-    let (s, b) = call(&f, req("POST", "/users", &[], Some(user("cy", &["DEADBEEF"])))).await;
+    let (s, b) = call(
+        &f,
+        req("POST", "/users", &[], Some(user("cy", &["DEADBEEF"]))),
+    )
+    .await;
     assert_eq!(s, 201, "{b}");
-    assert_eq!(within("version", f.api.directory.fleet_version()).await.unwrap(), 6);
+    assert_eq!(
+        within("version", f.api.directory.fleet_version())
+            .await
+            .unwrap(),
+        6
+    );
     let versions: Vec<u64> = updates(&f).iter().map(|u| u.version).collect();
     assert_eq!(versions, vec![1, 2, 3, 4, 5, 6]);
     // The card index holds one item per card held: DEADBEEF (cy) and CAFEF00D (ana).
@@ -230,7 +363,10 @@ async fn a_card_opens_doors_for_one_user_only() {
             .query()
             .table_name(&f.directory_table)
             .key_condition_expression("pk = :c")
-            .expression_attribute_values(":c", aws_sdk_dynamodb::types::AttributeValue::S("card".into()))
+            .expression_attribute_values(
+                ":c",
+                aws_sdk_dynamodb::types::AttributeValue::S("card".into()),
+            )
             .send(),
     )
     .await
@@ -247,7 +383,10 @@ async fn a_card_opens_doors_for_one_user_only() {
         .collect();
     assert_eq!(
         cards,
-        vec![("CAFEF00D".into(), "ana".into()), ("DEADBEEF".into(), "cy".into())]
+        vec![
+            ("CAFEF00D".into(), "ana".into()),
+            ("DEADBEEF".into(), "cy".into())
+        ]
     );
 }
 
@@ -258,7 +397,16 @@ async fn conflicts_and_rights_answer_with_their_status() {
     assert_eq!(s, 201);
     let (s, b) = call(&f, req("POST", "/users", &[], Some(user("u1", &[])))).await;
     assert_eq!((s, b["field"].clone()), (409, json!("id")));
-    let (s, _) = call(&f, req("PUT", "/users/{id}", &[("id", "nobody")], Some(user("nobody", &[])))).await;
+    let (s, _) = call(
+        &f,
+        req(
+            "PUT",
+            "/users/{id}",
+            &[("id", "nobody")],
+            Some(user("nobody", &[])),
+        ),
+    )
+    .await;
     assert_eq!(s, 404);
     let (s, _) = call(&f, req("DELETE", "/users/{id}", &[("id", "nobody")], None)).await;
     assert_eq!(s, 404);
@@ -275,7 +423,12 @@ async fn conflicts_and_rights_answer_with_their_status() {
     assert_eq!(s, 405);
     let (s, _) = call(&f, req("GET", "/doors", &[], None)).await;
     assert_eq!(s, 404);
-    assert_eq!(within("version", f.api.directory.fleet_version()).await.unwrap(), 1);
+    assert_eq!(
+        within("version", f.api.directory.fleet_version())
+            .await
+            .unwrap(),
+        1
+    );
 }
 
 #[tokio::test]
@@ -319,30 +472,64 @@ async fn events_list_by_device_and_time_range_in_pages() {
         });
         within("ingest", ingest.handle(e)).await.unwrap();
     }
-    let base = req("GET", "/devices/{device}/events", &[("device", "door-1")], None);
-    let q = [("from", "2026-12-03T10:01:00Z"), ("until", "2026-12-03T11:00:00Z"), ("limit", "2")];
+    let base = req(
+        "GET",
+        "/devices/{device}/events",
+        &[("device", "door-1")],
+        None,
+    );
+    let q = [
+        ("from", "2026-12-03T10:01:00Z"),
+        ("until", "2026-12-03T11:00:00Z"),
+        ("limit", "2"),
+    ];
     let (s, b) = call(&f, with_query(base.clone(), &q)).await;
     assert_eq!(s, 200, "{b}");
-    let seqs: Vec<u64> = b["events"].as_array().unwrap().iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    let seqs: Vec<u64> = b["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect();
     assert_eq!(seqs, vec![1, 2]);
     let next = b["next"].as_str().unwrap().to_string();
     let mut q2 = q.to_vec();
     q2.push(("cursor", &next));
     let (s, b) = call(&f, with_query(base.clone(), &q2)).await;
     assert_eq!(s, 200);
-    let seqs: Vec<u64> = b["events"].as_array().unwrap().iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    let seqs: Vec<u64> = b["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect();
     assert_eq!(seqs, vec![3]);
 
     for (q, field) in [
         (vec![("from", "yesterday")], "from"),
-        (vec![("from", "2026-12-03T11:00:00Z"), ("until", "2026-12-03T10:00:00Z")], "from"),
+        (
+            vec![
+                ("from", "2026-12-03T11:00:00Z"),
+                ("until", "2026-12-03T10:00:00Z"),
+            ],
+            "from",
+        ),
         (vec![("until", "2026-13-03T10:00:00Z")], "until"),
         (vec![("limit", "5000")], "limit"),
     ] {
         let (s, b) = call(&f, with_query(base.clone(), &q)).await;
         assert_eq!((s, b["field"].clone()), (400, json!(field)), "{q:?}: {b}");
     }
-    let (s, b) = call(&f, req("GET", "/devices/{device}/events", &[("device", "door#1")], None)).await;
+    let (s, b) = call(
+        &f,
+        req(
+            "GET",
+            "/devices/{device}/events",
+            &[("device", "door#1")],
+            None,
+        ),
+    )
+    .await;
     assert_eq!((s, b["field"].clone()), (400, json!("device")));
 }
 
@@ -361,11 +548,20 @@ impl Publisher for Lost {
 #[tokio::test]
 async fn a_lost_publish_keeps_the_write_and_says_so() {
     let f = fixture_with(Lost).await;
-    let (s, b) = call(&f, req("POST", "/users", &[], Some(user("u1", &["DEADBEEF"])))).await;
-    assert_eq!((s, b["version"].clone(), b["published"].clone()), (201, json!(1), json!(false)));
+    let (s, b) = call(
+        &f,
+        req("POST", "/users", &[], Some(user("u1", &["DEADBEEF"]))),
+    )
+    .await;
+    assert_eq!(
+        (s, b["version"].clone(), b["published"].clone()),
+        (201, json!(1), json!(false))
+    );
     let (s, _) = call(&f, req("GET", "/users/{id}", &[("id", "u1")], None)).await;
     assert_eq!(s, 200);
     // What heals it: a door's sync gets the snapshot with the user at version 1.
-    let (v, users) = within("snapshot", f.api.directory.snapshot()).await.unwrap();
+    let (v, users) = within("snapshot", f.api.directory.snapshot())
+        .await
+        .unwrap();
     assert_eq!((v, users.len()), (1, 1));
 }

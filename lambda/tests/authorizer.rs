@@ -143,7 +143,10 @@ fn resources(r: &AuthorizerResponse) -> Vec<String> {
         .statement
         .iter()
         .map(|s| {
-            assert_eq!((s.effect.as_str(), s.action.as_str()), ("Allow", "execute-api:Invoke"));
+            assert_eq!(
+                (s.effect.as_str(), s.action.as_str()),
+                ("Allow", "execute-api:Invoke")
+            );
             s.resource.join(",")
         })
         .collect()
@@ -168,7 +171,10 @@ fn a_valid_id_token_of_an_admin_may_write_everything() {
     let wire = serde_json::to_value(&r).unwrap();
     assert_eq!(wire["principalId"], "7a1d-viewer");
     assert_eq!(wire["policyDocument"]["Statement"][0]["Effect"], "Allow");
-    assert_eq!(wire["policyDocument"]["Statement"][0]["Action"], "execute-api:Invoke");
+    assert_eq!(
+        wire["policyDocument"]["Statement"][0]["Action"],
+        "execute-api:Invoke"
+    );
     assert_eq!(wire["context"]["role"], "write");
 }
 
@@ -183,9 +189,15 @@ fn a_valid_access_token_with_the_read_scope_may_only_get() {
     // A viewer group does the same; both groups: the greater right.
     let mut c = id_claims();
     c["cognito:groups"] = json!(["acceso-viewers"]);
-    assert_eq!(ask(&rs256(&keys()[0], &header("k1"), &c)).unwrap().context["role"], "read");
+    assert_eq!(
+        ask(&rs256(&keys()[0], &header("k1"), &c)).unwrap().context["role"],
+        "read"
+    );
     c["cognito:groups"] = json!(["acceso-viewers", "acceso-admins"]);
-    assert_eq!(ask(&rs256(&keys()[0], &header("k1"), &c)).unwrap().context["role"], "write");
+    assert_eq!(
+        ask(&rs256(&keys()[0], &header("k1"), &c)).unwrap().context["role"],
+        "write"
+    );
     // Within the leeway of expiry: still valid.
     let mut c = access_claims();
     c["exp"] = json!(NOW - 10);
@@ -214,7 +226,10 @@ fn an_algorithm_swap_to_hs256_keyed_with_the_public_key_is_denied() {
         ("the modulus", k.n.clone()),
         ("the JWKS text", jwks().into_bytes()),
     ] {
-        denied(&format!("HS256 keyed with {what}"), &hs256(&secret, &h, &id_claims()));
+        denied(
+            &format!("HS256 keyed with {what}"),
+            &hs256(&secret, &h, &id_claims()),
+        );
     }
     // RS256 in the header over an HMAC signature: not a valid RSA signature either.
     denied(
@@ -261,15 +276,31 @@ fn foreign_tokens_are_denied() {
     denied("other audiences", &rs256(k, &header("k1"), &c));
     let mut c = access_claims();
     c["client_id"] = json!("another-app");
-    denied("an access token of another client", &rs256(k, &header("k1"), &c));
+    denied(
+        "an access token of another client",
+        &rs256(k, &header("k1"), &c),
+    );
     let mut c = access_claims();
     c["token_use"] = json!("refresh");
     denied("token_use refresh", &rs256(k, &header("k1"), &c));
     // Signed by a key nobody trusts, under a trusted kid or its own.
-    denied("signed by another key as k1", &rs256(&keys()[2], &header("k1"), &id_claims()));
-    denied("unknown kid", &rs256(&keys()[2], &header("k3"), &id_claims()));
+    denied(
+        "signed by another key as k1",
+        &rs256(&keys()[2], &header("k1"), &id_claims()),
+    );
+    denied(
+        "unknown kid",
+        &rs256(&keys()[2], &header("k3"), &id_claims()),
+    );
     denied("no kid", &rs256(k, &json!({"alg": "RS256"}), &id_claims()));
-    denied("crit header", &rs256(k, &json!({"alg": "RS256", "kid": "k1", "crit": ["b64"]}), &id_claims()));
+    denied(
+        "crit header",
+        &rs256(
+            k,
+            &json!({"alg": "RS256", "kid": "k1", "crit": ["b64"]}),
+            &id_claims(),
+        ),
+    );
 }
 
 #[test]
@@ -280,16 +311,31 @@ fn a_tampered_token_is_denied() {
     // A reader makes itself an admin, keeping the signature.
     let mut c = access_claims();
     c["scope"] = json!("acceso/write");
-    let forged = format!("{}.{}.{}", parts[0], b64(c.to_string().as_bytes()), parts[2]);
+    let forged = format!(
+        "{}.{}.{}",
+        parts[0],
+        b64(c.to_string().as_bytes()),
+        parts[2]
+    );
     denied("escalated scope", &forged);
     let mut c = access_claims();
     c["exp"] = json!(NOW + 10 * 365 * 86400);
-    let forged = format!("{}.{}.{}", parts[0], b64(c.to_string().as_bytes()), parts[2]);
+    let forged = format!(
+        "{}.{}.{}",
+        parts[0],
+        b64(c.to_string().as_bytes()),
+        parts[2]
+    );
     denied("extended expiry", &forged);
     // A flipped signature bit; padding; garbage.
-    let mut sig = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(parts[2]).unwrap();
+    let mut sig = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(parts[2])
+        .unwrap();
     sig[10] ^= 1;
-    denied("altered signature", &format!("{}.{}.{}", parts[0], parts[1], b64(&sig)));
+    denied(
+        "altered signature",
+        &format!("{}.{}.{}", parts[0], parts[1], b64(&sig)),
+    );
     denied("padded", &format!("{good}=="));
     denied("four parts", &format!("{good}.x"));
     denied("not a token", "hello");
@@ -315,11 +361,19 @@ fn the_header_must_carry_a_bearer_token_for_a_method_arn() {
         authorization_token: auth,
         method_arn: arn.into(),
     };
-    assert!(a.authorize(&mk(Some(format!("bearer {token}")), ARN), NOW).is_ok());
+    assert!(a
+        .authorize(&mk(Some(format!("bearer {token}")), ARN), NOW)
+        .is_ok());
     assert!(a.authorize(&mk(Some(token.clone()), ARN), NOW).is_ok());
-    assert_eq!(a.authorize(&mk(Some(format!("Basic {token}")), ARN), NOW), Err(Unauthorized));
+    assert_eq!(
+        a.authorize(&mk(Some(format!("Basic {token}")), ARN), NOW),
+        Err(Unauthorized)
+    );
     assert_eq!(a.authorize(&mk(None, ARN), NOW), Err(Unauthorized));
-    assert_eq!(a.authorize(&mk(Some(token), "not-an-arn"), NOW), Err(Unauthorized));
+    assert_eq!(
+        a.authorize(&mk(Some(token), "not-an-arn"), NOW),
+        Err(Unauthorized)
+    );
     // What the Lambda answers: exactly the message API Gateway turns into a 401.
     assert_eq!(Unauthorized.to_string(), "Unauthorized");
 }
@@ -329,12 +383,30 @@ fn key_sets_that_cannot_verify_rs256_are_refused_at_start() {
     let k = &keys()[0];
     for (jwks, expect) in [
         (json!({"keys": []}), "no keys"),
-        (json!({"keys": [{"kty": "EC", "kid": "e", "crv": "P-256"}]}), "kty"),
-        (json!({"keys": [{"kty": "RSA", "kid": "h", "alg": "HS256", "n": b64(&k.n), "e": b64(&k.e)}]}), "alg"),
-        (json!({"keys": [{"kty": "RSA", "kid": "x", "use": "enc", "n": b64(&k.n), "e": b64(&k.e)}]}), "use"),
-        (json!({"keys": [{"kty": "RSA", "n": b64(&k.n), "e": b64(&k.e)}]}), "no kid"),
-        (json!({"keys": [{"kty": "RSA", "kid": "s", "n": b64(&k.n[..128]), "e": b64(&k.e)}]}), "2048"),
-        (json!({"keys": [{"kty": "RSA", "kid": "d", "n": b64(&k.n), "e": b64(&k.e)}, {"kty": "RSA", "kid": "d", "n": b64(&k.n), "e": b64(&k.e)}]}), "twice"),
+        (
+            json!({"keys": [{"kty": "EC", "kid": "e", "crv": "P-256"}]}),
+            "kty",
+        ),
+        (
+            json!({"keys": [{"kty": "RSA", "kid": "h", "alg": "HS256", "n": b64(&k.n), "e": b64(&k.e)}]}),
+            "alg",
+        ),
+        (
+            json!({"keys": [{"kty": "RSA", "kid": "x", "use": "enc", "n": b64(&k.n), "e": b64(&k.e)}]}),
+            "use",
+        ),
+        (
+            json!({"keys": [{"kty": "RSA", "n": b64(&k.n), "e": b64(&k.e)}]}),
+            "no kid",
+        ),
+        (
+            json!({"keys": [{"kty": "RSA", "kid": "s", "n": b64(&k.n[..128]), "e": b64(&k.e)}]}),
+            "2048",
+        ),
+        (
+            json!({"keys": [{"kty": "RSA", "kid": "d", "n": b64(&k.n), "e": b64(&k.e)}, {"kty": "RSA", "kid": "d", "n": b64(&k.n), "e": b64(&k.e)}]}),
+            "twice",
+        ),
         (json!([]), "not a JWKS"),
     ] {
         let err = KeySet::from_jwks(&jwks.to_string()).unwrap_err();

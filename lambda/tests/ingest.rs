@@ -98,7 +98,11 @@ async fn an_invalid_event_is_refused_naming_the_field_and_nothing_is_stored() {
     let cases = [
         ("reason", json!("opened_by_magic"), "reason"),
         ("event_id", json!("not-a-uuid"), "event_id"),
-        ("event_id", json!("0192F0C4-0000-7000-8000-000000000001"), "lowercase"),
+        (
+            "event_id",
+            json!("0192F0C4-0000-7000-8000-000000000001"),
+            "lowercase",
+        ),
         ("device", json!("door/1"), "device"),
         ("decision", json!("granted"), "does not go with reason"),
         ("card_uid", json!("XYZ"), "card_uid"),
@@ -162,8 +166,14 @@ async fn a_batch_the_store_cannot_take_is_reported_whole_not_as_a_success() {
     ingest.retry = fast();
     let batch = SqsEvent {
         records: vec![
-            record("m1", &event(20, "door-1", "2026-12-03T10:00:00Z").to_string()),
-            record("m2", &event(21, "door-1", "2026-12-03T10:00:01Z").to_string()),
+            record(
+                "m1",
+                &event(20, "door-1", "2026-12-03T10:00:00Z").to_string(),
+            ),
+            record(
+                "m2",
+                &event(21, "door-1", "2026-12-03T10:00:01Z").to_string(),
+            ),
         ],
     };
     let res = within("batch", ingest.handle_batch(&batch)).await;
@@ -199,7 +209,9 @@ impl<S: EventStore> EventStore for Flaky<S> {
             *n
         };
         if n <= self.fail_first {
-            return Err(StoreError::Transient("ProvisionedThroughputExceeded".into()));
+            return Err(StoreError::Transient(
+                "ProvisionedThroughputExceeded".into(),
+            ));
         }
         self.inner.put_event(event).await
     }
@@ -268,11 +280,16 @@ async fn a_device_s_events_list_by_time_range_in_pages() {
     let (_client, _table, ingest) = setup().await;
     for i in 0..5u32 {
         let t = format!("2026-12-03T10:00:0{i}Z");
-        within("ingest", ingest.handle(event(40 + i, "door-7", &t))).await.unwrap();
+        within("ingest", ingest.handle(event(40 + i, "door-7", &t)))
+            .await
+            .unwrap();
     }
-    within("ingest", ingest.handle(event(50, "door-8", "2026-12-03T10:00:02Z")))
-        .await
-        .unwrap();
+    within(
+        "ingest",
+        ingest.handle(event(50, "door-8", "2026-12-03T10:00:02Z")),
+    )
+    .await
+    .unwrap();
     let from: Timestamp = "2026-12-03T10:00:01Z".parse().unwrap();
     let until: Timestamp = "2026-12-03T10:00:04Z".parse().unwrap();
     let mut seqs = Vec::new();
@@ -300,7 +317,9 @@ async fn a_device_s_events_list_by_time_range_in_pages() {
     assert_eq!(seqs, vec![41, 42, 43]);
     let bad = within(
         "list",
-        ingest.store.list_events("door-7", from, until, 2, Some("%%%")),
+        ingest
+            .store
+            .list_events("door-7", from, until, 2, Some("%%%")),
     )
     .await;
     assert!(matches!(bad, Err(CursorOr::BadCursor(_))), "{bad:?}");

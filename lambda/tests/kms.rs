@@ -35,8 +35,12 @@ async fn kms_signs_the_digest_of_what_doors_verify_with_the_key_it_publishes() {
     let public: PublicKey = within("public key", signer.public_key()).await.unwrap();
 
     let body = r#"{"version":1,"op":"delete_user","user_id":"u1"}"#;
-    let sig = within("sign", signer.sign(Purpose::Update, body)).await.unwrap();
-    let der = base64::engine::general_purpose::STANDARD.decode(&sig).unwrap();
+    let sig = within("sign", signer.sign(Purpose::Update, body))
+        .await
+        .unwrap();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(&sig)
+        .unwrap();
     assert_eq!(der[0], 0x30, "a DER SEQUENCE");
     let digest = signed::digest(Purpose::Update, body.as_bytes());
     let trusted = TrustedKeys::new(vec![public.clone()]);
@@ -46,18 +50,29 @@ async fn kms_signs_the_digest_of_what_doors_verify_with_the_key_it_publishes() {
             .verify(d, &der)
             .is_ok()
     };
-    if trusted.verify(Purpose::Update, body.as_bytes(), Some(&sig)).is_ok() {
+    if trusted
+        .verify(Purpose::Update, body.as_bytes(), Some(&sig))
+        .is_ok()
+    {
         // A moto that implements DIGEST: the door's own check passes.
     } else {
         // moto 5.2: a signature over the digest taken as a message. It verifies only over
         // this purpose's digest of this body, so the signer sent exactly what KMS must sign.
-        assert!(verifies_raw(&digest), "KMS did not sign the digest of the signed bytes");
-        assert!(!verifies_raw(&signed::digest(Purpose::Sync, body.as_bytes())));
+        assert!(
+            verifies_raw(&digest),
+            "KMS did not sign the digest of the signed bytes"
+        );
+        assert!(!verifies_raw(&signed::digest(
+            Purpose::Sync,
+            body.as_bytes()
+        )));
         assert!(!verifies_raw(&signed::digest(Purpose::Update, b"{}")));
     }
 
     // The envelope is the door's shape: the body as signed, and the signature.
-    let sealed = within("seal", seal(&signer, Purpose::Update, body)).await.unwrap();
+    let sealed = within("seal", seal(&signer, Purpose::Update, body))
+        .await
+        .unwrap();
     let opened = signed::open(&sealed).unwrap();
     assert_eq!(opened.body, body);
     let again = base64::engine::general_purpose::STANDARD
@@ -69,6 +84,8 @@ async fn kms_signs_the_digest_of_what_doors_verify_with_the_key_it_publishes() {
 
     // A key that is not there is an error naming KMS, not a signature.
     let missing = KmsSigner::new(kms, "alias/not-there");
-    let err = within("sign", missing.sign(Purpose::Update, body)).await.unwrap_err();
+    let err = within("sign", missing.sign(Purpose::Update, body))
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("KMS Sign"), "{err}");
 }

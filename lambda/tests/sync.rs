@@ -22,7 +22,9 @@ fn user(i: usize) -> User {
         faces: vec![acceso_protocol::FaceEmbedding {
             model: "sface_2021dec".into(),
             // Big enough that a few hundred users take several pages.
-            vector: (0..128).map(|k| ((k * 7 + i) as f32 * 0.013).sin()).collect(),
+            vector: (0..128)
+                .map(|k| ((k * 7 + i) as f32 * 0.013).sin())
+                .collect(),
         }],
         valid_from: None,
         valid_until: None,
@@ -80,14 +82,19 @@ async fn a_door_behind_gets_the_whole_snapshot_and_a_current_door_is_told_so() {
             .await
             .unwrap();
     }
-    within("write", f.sync.directory.write(&Write::Delete("u0007".into())))
-        .await
-        .unwrap();
+    within(
+        "write",
+        f.sync.directory.write(&Write::Delete("u0007".into())),
+    )
+    .await
+    .unwrap();
     let version = (n + 1) as u64;
 
     let sent = within(
         "sync",
-        f.sync.handle(json!({"device": "door-1", "have_version": 3, "request": "r1", "client_id": "door-1"})),
+        f.sync.handle(
+            json!({"device": "door-1", "have_version": 3, "request": "r1", "client_id": "door-1"}),
+        ),
     )
     .await
     .unwrap();
@@ -98,8 +105,13 @@ async fn a_door_behind_gets_the_whole_snapshot_and_a_current_door_is_told_so() {
     let mut assembly: Option<Assembly> = None;
     let mut users = None;
     for r in got {
-        let SyncResponse::Page(p) = r else { panic!("not a page") };
-        assert_eq!((p.device.as_str(), p.request.as_str(), p.version), ("door-1", "r1", version));
+        let SyncResponse::Page(p) = r else {
+            panic!("not a page")
+        };
+        assert_eq!(
+            (p.device.as_str(), p.request.as_str(), p.version),
+            ("door-1", "r1", version)
+        );
         let a = assembly.get_or_insert_with(|| Assembly::new(&p));
         assert!(a.fits(&p));
         if let Some(all) = a.add(p).unwrap() {
@@ -114,15 +126,18 @@ async fn a_door_behind_gets_the_whole_snapshot_and_a_current_door_is_told_so() {
     let before = published(&format!("{}/", f.prefix)).len();
     let sent = within(
         "sync",
-        f.sync.handle(json!({"device": "door-1", "have_version": version, "request": "r2"})),
+        f.sync
+            .handle(json!({"device": "door-1", "have_version": version, "request": "r2"})),
     )
     .await
     .unwrap();
     assert_eq!(sent["kind"], "current");
     let got = responses(&f, "door-1", before);
     assert_eq!(got.len(), 1);
-    assert!(matches!(&got[0], SyncResponse::Current { device, request, version: v }
-        if device == "door-1" && request == "r2" && *v == version));
+    assert!(
+        matches!(&got[0], SyncResponse::Current { device, request, version: v }
+        if device == "door-1" && request == "r2" && *v == version)
+    );
 }
 
 #[tokio::test]
@@ -136,7 +151,10 @@ async fn a_door_may_only_ask_for_itself_and_bad_requests_send_nothing() {
         json!({"device": "door-1", "have_version": 0, "request": "r", "extra": 1}),
     ] {
         let res = within("sync", f.sync.handle(bad.clone())).await;
-        assert!(matches!(res, Err(SyncFailure::Invalid(_))), "{bad}: {res:?}");
+        assert!(
+            matches!(res, Err(SyncFailure::Invalid(_))),
+            "{bad}: {res:?}"
+        );
     }
     assert!(published(&format!("{}/", f.prefix)).is_empty());
 }
@@ -188,12 +206,18 @@ async fn a_snapshot_is_the_user_set_of_one_version_while_writes_go_on() {
         }
         seen
     };
-    let (written, seen) = within("writes and snapshots", async { tokio::join!(writer, reader) }).await;
+    let (written, seen) = within("writes and snapshots", async {
+        tokio::join!(writer, reader)
+    })
+    .await;
     states.extend(written);
     assert!(!seen.is_empty());
     for (v, users) in &seen {
         assert_eq!(Some(users), states.get(v), "snapshot at version {v}");
     }
     let distinct: std::collections::BTreeSet<u64> = seen.iter().map(|(v, _)| *v).collect();
-    eprintln!("snapshots at {} distinct versions: {distinct:?}", distinct.len());
+    eprintln!(
+        "snapshots at {} distinct versions: {distinct:?}",
+        distinct.len()
+    );
 }

@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType,
-    Projection, ProjectionType, ScalarAttributeType,
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
+    ProjectionType, ScalarAttributeType,
 };
 use base64::Engine;
 
@@ -101,7 +101,8 @@ pub async fn within<T>(what: &str, f: impl Future<Output = T>) -> T {
 /// and timeouts. Nothing is read from the instance metadata service.
 pub async fn sdk() -> SdkConfig {
     let m = moto();
-    let creds = aws_sdk_dynamodb::config::Credentials::new("testing", "testing", None, None, "tests");
+    let creds =
+        aws_sdk_dynamodb::config::Credentials::new("testing", "testing", None, None, "tests");
     within(
         "sdk config",
         aws_config::defaults(BehaviorVersion::latest())
@@ -118,7 +119,11 @@ pub async fn sdk() -> SdkConfig {
 /// A name no other test uses.
 pub fn unique(prefix: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
-    format!("{prefix}{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{prefix}{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 fn attr(name: &str, t: ScalarAttributeType) -> AttributeDefinition {
@@ -155,7 +160,11 @@ pub async fn events_table(client: &aws_sdk_dynamodb::Client) -> String {
                     .index_name(acceso_cloud::dynamo::EVENTS_BY_DEVICE)
                     .key_schema(key("device", KeyType::Hash))
                     .key_schema(key("time_ns", KeyType::Range))
-                    .projection(Projection::builder().projection_type(ProjectionType::All).build())
+                    .projection(
+                        Projection::builder()
+                            .projection_type(ProjectionType::All)
+                            .build(),
+                    )
                     .build()
                     .expect("gsi"),
             )
