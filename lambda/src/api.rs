@@ -12,8 +12,8 @@
 //! Every write takes the next fleet version atomically with the change (see
 //! [`crate::dynamo`]) and then publishes the signed `Update` to `acceso/updates` (QoS 1). The
 //! write is committed before the publish: if the publish is lost (or signing fails), the
-//! response says `"published": false` and the doors still converge, because the next update
-//! they see has a gap and they ask for a snapshot, as they do on every reconnect.
+//! response says `"published": false` and the doors still converge: they ask for a sync on
+//! every connect, every `sync.check_every_s`, and when the next update they see has a gap.
 //!
 //! Bad input is a 400 whose body names the field at fault:
 //! `{"error": "user.cards lists DEADBEEF twice", "field": "cards"}`.
