@@ -75,14 +75,19 @@ pub struct Env {
 }
 
 impl Env {
-    pub async fn load() -> Env {
+    /// Checks that the variables in `required` are set (before anything else, so a
+    /// misconfigured function says so at once), then loads the SDK configuration.
+    pub async fn load(required: &[&str]) -> Result<Env, String> {
+        for name in required {
+            env(name)?;
+        }
         let topics = acceso_protocol::Topics::new(
             &env_opt("TOPIC_PREFIX").unwrap_or_else(|| "acceso".to_string()),
         );
-        Env {
+        Ok(Env {
             config: sdk_config().await,
             topics,
-        }
+        })
     }
 
     pub fn dynamodb(&self) -> aws_sdk_dynamodb::Client {

@@ -8,7 +8,7 @@ use lambda_runtime::{service_fn, Error, LambdaEvent};
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     init_tracing();
-    let env = Env::load().await;
+    let env = Env::load(&["DIRECTORY_TABLE", "EVENTS_TABLE", "SIGNING_KEY_ID"]).await?;
     let api = Api {
         directory: env.directory()?,
         events: env.events()?,

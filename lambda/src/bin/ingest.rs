@@ -8,7 +8,7 @@ use serde_json::Value;
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     init_tracing();
-    let env = Env::load().await;
+    let env = Env::load(&["EVENTS_TABLE"]).await?;
     let ingest = Ingest::new(env.events()?);
     let ingest = &ingest;
     lambda_runtime::run(service_fn(move |ev: LambdaEvent<Value>| async move {

@@ -8,7 +8,7 @@ use serde_json::Value;
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     init_tracing();
-    let env = Env::load().await;
+    let env = Env::load(&["DIRECTORY_TABLE", "SIGNING_KEY_ID"]).await?;
     let sync = Sync {
         directory: env.directory()?,
         publisher: env.publisher(),
