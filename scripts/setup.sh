@@ -26,6 +26,37 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >&2
 fi
 
+# The cloud side's tests (moto server) and template check (aws-sam-translator, cfn-lint), from
+# PyPI into a virtual environment of their own, reinstalled only when the pinned list changes.
+# `setup_python_tools` exports ACCESO_MOTO_PYTHON, the python that has them.
+acceso_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+setup_python_tools() {
+    local venv req stamp
+    venv="${ACCESO_PY_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/acceso/py-venv}"
+    req="$acceso_root/lambda/requirements-test.txt"
+    stamp="$venv/.acceso-requirements"
+    if [ ! -x "$venv/bin/python" ] || ! cmp -s "$req" "$stamp"; then
+        if ! command -v python3 >/dev/null 2>&1; then
+            echo "installing: python3" >&2
+            as_root apt-get update -qq
+            as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3 >&2
+        fi
+        rm -rf "$venv"
+        # Debian's python3 makes virtual environments only with python3-venv.
+        if ! python3 -m venv "$venv" >/dev/null 2>&1; then
+            echo "installing: python3-venv" >&2
+            as_root apt-get update -qq
+            as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-venv >&2
+            rm -rf "$venv"
+            python3 -m venv "$venv"
+        fi
+        echo "installing the Python test tools into $venv: $(grep -v '^#' "$req" | tr '\n' ' ')" >&2
+        "$venv/bin/python" -m pip install -q --disable-pip-version-check -r "$req" >&2
+        cp "$req" "$stamp"
+    fi
+    export ACCESO_MOTO_PYTHON="$venv/bin/python"
+}
+
 # Never let the build fetch toolchains: use what is installed.
 export RUSTUP_AUTO_INSTALL=0
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
