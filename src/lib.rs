@@ -14,6 +14,7 @@ pub mod hw;
 pub mod inputs;
 pub mod observe;
 pub mod reader;
+pub mod service;
 pub mod sim;
 pub mod store;
 

@@ -233,6 +233,12 @@ async fn simulate(scenario: Scenario) -> anyhow::Result<()> {
 async fn run(path: PathBuf) -> anyhow::Result<()> {
     let config = Config::load(&path)?;
     init_logging(&config.log);
+    // systemd (Type=notify): a malformed socket variable costs supervision, never the door.
+    let service = acceso::service::Service::from_env().unwrap_or_else(|e| {
+        tracing::error!("{e}; running without telling systemd");
+        acceso::service::Service::default()
+    });
+    service.status("starting: locking the door, opening the store");
     let reader: Option<Box<dyn CardReader>> = match config.reader.backend {
         ReaderBackend::Mfrc522 => {
             let r = &config.reader;
@@ -309,12 +315,31 @@ async fn run(path: PathBuf) -> anyhow::Result<()> {
         camera,
         clock: clock.clone(),
     };
-    let agent = Agent::start(&config, backends, reporter).await?;
+    let agent = match Agent::start(&config, backends, reporter.clone()).await {
+        Ok(agent) => agent,
+        Err(e) => {
+            service.status(&format!("failed to start: {e}"));
+            return Err(e.into());
+        }
+    };
     // Reports trust changes while no one is at the door, and keeps the known-good time.
     let keeper_cancel = CancellationToken::new();
     let keeper = tokio::spawn(clock.run_keeper(CLOCK_KEEP_EVERY, keeper_cancel.clone()));
     tracing::info!(device = %config.device_id, door = %config.door.name, "acceso running");
-    wait_for_stop_signal().await?;
+    service.ready(&acceso::service::status_line(&config.door.name, &reporter));
+    let supervisor_cancel = CancellationToken::new();
+    let supervisor = tokio::spawn(service.clone().supervise(
+        config.door.name.clone(),
+        agent.liveness(),
+        reporter,
+        supervisor_cancel.clone(),
+    ));
+    let stop = wait_for_stop_signal().await;
+    service.stopping("stopping: locking the door, keeping queued events");
+    supervisor_cancel.cancel();
+    if let Err(e) = supervisor.await {
+        tracing::error!("service supervisor failed: {e}");
+    }
     tracing::info!("stopping: locking the door, keeping queued events");
     agent.stop().await;
     // After the agent: the known-good time written at stop includes its last decisions.
@@ -322,7 +347,8 @@ async fn run(path: PathBuf) -> anyhow::Result<()> {
     if let Err(e) = keeper.await {
         tracing::error!("clock keeper failed: {e}");
     }
-    Ok(())
+    // A stop signal that could not be listened for still stops the door locked.
+    stop
 }
 
 async fn wait_for_stop_signal() -> anyhow::Result<()> {
