@@ -6,6 +6,7 @@ pub mod clock;
 pub mod cloud;
 pub mod config;
 pub mod control;
+pub mod doctor;
 pub mod door;
 pub mod face;
 pub mod factors;

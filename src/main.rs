@@ -57,6 +57,13 @@ enum Command {
         #[arg(long, default_value = "/etc/acceso/acceso.toml")]
         config: PathBuf,
     },
+    /// Check everything an installation needs (config, certificates, clock, reader, GPIO,
+    /// camera, models, database, broker), each with what to do when it fails. Exit status 0
+    /// when every check passed, 1 otherwise.
+    Doctor {
+        #[arg(long, default_value = "/etc/acceso/acceso.toml")]
+        config: PathBuf,
+    },
     /// Face tools: what the engine finds in photos, and how alike two faces are.
     #[cfg(feature = "face")]
     Face {
@@ -142,6 +149,18 @@ fn main() -> ExitCode {
                 }
                 Ok(())
             }
+            Command::Doctor { config } => {
+                let report = tokio::task::spawn_blocking(move || {
+                    acceso::doctor::run(&config, acceso::doctor::Limits::default())
+                })
+                .await
+                .context("doctor failed")?;
+                print!("{}", report.render());
+                if !report.passed() {
+                    return Err(DoctorFailed.into());
+                }
+                Ok(())
+            }
             #[cfg(feature = "face")]
             Command::Face { command } => face_command(command),
             #[cfg(feature = "face")]
@@ -163,6 +182,8 @@ fn main() -> ExitCode {
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // The report said what failed and what to do.
+        Err(e) if e.is::<DoctorFailed>() => ExitCode::FAILURE,
         Err(e) => {
             eprintln!("acceso: {}", chain(&e));
             // 2: the input (config, scenario) is wrong; 1: anything else.
@@ -173,6 +194,11 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// `acceso doctor` found something to fix (already printed).
+#[derive(Debug, thiserror::Error)]
+#[error("some checks failed")]
+struct DoctorFailed;
 
 /// An unreadable photo, no face where one is needed, a bad card UID.
 #[cfg(feature = "face")]
