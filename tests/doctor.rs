@@ -45,6 +45,9 @@ impl Site {
         std::fs::set_permissions(&device.key, std::fs::Permissions::from_mode(0o640)).unwrap();
         let state = dir.path().join("state");
         std::fs::create_dir_all(&state).unwrap();
+        // The cloud's signing key, pinned.
+        let signer = rcgen::KeyPair::generate().unwrap();
+        std::fs::write(dir.path().join("sync.pem"), signer.public_key_pem()).unwrap();
         // A real database, as the agent leaves it.
         acceso::store::Store::open(&state.join("acceso.db")).unwrap();
         Site {
@@ -102,6 +105,13 @@ impl Site {
                 vec![format!(
                     "models_dir = \"{}/models\"",
                     env!("CARGO_MANIFEST_DIR")
+                )],
+            ),
+            (
+                "sync".into(),
+                vec![format!(
+                    "public_keys = [\"{}\"]",
+                    self.path().join("sync.pem").display()
                 )],
             ),
             // This test machine has no NTP; the clock is judged by the rest of the rule.
@@ -339,6 +349,23 @@ fn certificate_and_key_failures_each_fail_their_check() {
         &["device key", "broker"],
         "does not belong to the certificate",
     );
+}
+
+#[test]
+fn sync_keys_must_be_pinned_and_readable() {
+    let site = Site::new();
+    let report = site.run(|s| set(s, "sync", "public_keys", "[]"));
+    only_failed(&report, &["sync keys"], "unsigned or forged user updates");
+    let junk = site.path().join("junk.pem");
+    std::fs::write(
+        &junk,
+        "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n",
+    )
+    .unwrap();
+    let report = site.run(|s| set(s, "sync", "public_keys", &format!("[{}]", quoted(&junk))));
+    only_failed(&report, &["sync keys"], "sync.public_keys");
+    let report = site.run(|s| set(s, "sync", "public_keys", "[\"/nonexistent/key.pem\"]"));
+    only_failed(&report, &["sync keys"], "/nonexistent/key.pem");
 }
 
 #[test]

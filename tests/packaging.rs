@@ -19,7 +19,11 @@ fn the_packaged_config_is_valid_once_the_required_keys_are_set() {
 
     std::fs::write(&path, &shipped).unwrap();
     let e = Config::load(&path).unwrap_err().to_string();
-    assert!(e.contains("device_id"), "as shipped it must name device_id: {e}");
+    // As shipped, the required keys are commented out: it says one is missing, and where.
+    assert!(
+        e.contains("missing field") && e.contains("acceso.toml"),
+        "as shipped it must name a missing key: {e}"
+    );
 
     let set = shipped
         .replace("#device_id = ", "device_id = ")
@@ -29,7 +33,10 @@ fn the_packaged_config_is_valid_once_the_required_keys_are_set() {
     let config = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
     // What the unit and the package provide.
     assert_eq!(config.state_dir, Path::new("/var/lib/acceso"));
-    assert_eq!(config.face.models_dir, Path::new("/usr/share/acceso/models"));
+    assert_eq!(
+        config.face.models_dir,
+        Path::new("/usr/share/acceso/models")
+    );
     assert!(config.broker.tls, "AWS IoT Core needs mutual TLS");
     assert_eq!(config.broker.port, 8883);
     for f in [

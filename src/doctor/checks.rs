@@ -10,6 +10,34 @@ use crate::clock::{judge, known_good, Distrust, OsTime, TimeSource};
 use crate::config::{CameraBackend, Config, DoorMode, InputsBackend, ReaderBackend, RelayBackend};
 use crate::hw::mfrc522::{KNOWN_VERSIONS, VERSION};
 
+/// The cloud's pinned signing keys: without one, unsigned user updates would be accepted.
+pub fn sync_keys(config: &Config) -> Check {
+    let fix = "get the cloud's public signing key (`aws kms get-public-key --key-id ... --query PublicKey --output text | base64 -d > key.der`, then `openssl ec -pubin -inform DER -in key.der -out /etc/acceso/certs/sync-signing-key.pem`) and list it in sync.public_keys";
+    let paths = &config.sync.public_keys;
+    if paths.is_empty() {
+        return Check::failed(
+            "sync keys",
+            "sync.public_keys is empty: unsigned or forged user updates would be accepted",
+            fix,
+        );
+    }
+    match config.sync.trusted_keys() {
+        Ok(_) => Check::ok(
+            "sync keys",
+            format!(
+                "{} pinned ECDSA P-256 key(s): {}",
+                paths.len(),
+                paths
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ),
+        Err(e) => Check::failed("sync keys", e.to_string(), fix),
+    }
+}
+
 /// The clock, judged as the agent judges it (`src/clock.rs`).
 pub fn clock(config: &Config) -> Check {
     let os = OsTime::default();

@@ -105,11 +105,12 @@ impl Report {
 }
 
 /// Names of the checks, in order. Each one appears in every report, checked or not.
-pub const CHECKS: [&str; 12] = [
+pub const CHECKS: [&str; 13] = [
     "config",
     "ca certificate",
     "device certificate",
     "device key",
+    "sync keys",
     "clock",
     "spi device",
     "mfrc522",
@@ -180,6 +181,7 @@ pub fn run(path: &Path, limits: Limits) -> Report {
 /// Every check after the config's, on a loaded config.
 pub fn check_config(config: &Config, limits: Limits) -> Vec<Check> {
     let mut out = tls::files(config);
+    out.push(checks::sync_keys(config));
     out.push(checks::clock(config));
     out.extend(checks::reader(config));
     out.push(checks::gpio(config));
