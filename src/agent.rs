@@ -24,6 +24,7 @@ use crate::hw::{CardReader, DoorInputs, FrameSource, Relay};
 use crate::inputs::{spawn_inputs, InputMeaning};
 use crate::observe::{Component, HealthState, Observation, Reporter};
 use crate::reader::ReaderLoop;
+use crate::service::Liveness;
 use crate::store::{SharedStore, Store, StoreError};
 
 /// The hardware the agent drives, real or simulated.
@@ -60,6 +61,7 @@ pub struct Agent {
     link: Option<(JoinHandle<()>, CancellationToken)>,
     threads: Vec<std::thread::JoinHandle<()>>,
     store: SharedStore,
+    liveness: Liveness,
     _panic_guard: crate::guard::Registration,
 }
 
@@ -156,6 +158,7 @@ impl Agent {
 
         let (input_tx, input_rx) = mpsc::channel(16);
         let mut threads = Vec::new();
+        let liveness = Liveness::default();
         if let Some(r) = reader {
             let reader_loop = ReaderLoop {
                 every: Duration::from_millis(config.reader.poll_ms),
@@ -165,7 +168,13 @@ impl Agent {
             };
             threads.push(
                 reader_loop
-                    .spawn(r, present_tx, reporter.clone(), thread_cancel.clone())
+                    .spawn_with(
+                        r,
+                        present_tx,
+                        reporter.clone(),
+                        thread_cancel.clone(),
+                        liveness.register("reader"),
+                    )
                     .map_err(AgentError::Thread)?,
             );
         }
@@ -268,6 +277,7 @@ impl Agent {
                     events: event_tx,
                     reporter: reporter.clone(),
                     two_factor_window: Duration::from_millis(config.door.two_factor_ms),
+                    heartbeat: liveness.register("control"),
                 }
                 .run(cancel.clone()),
             ),
@@ -315,8 +325,14 @@ impl Agent {
             link: Some((link, link_cancel)),
             threads,
             store,
+            liveness,
             _panic_guard: panic_guard,
         })
+    }
+
+    /// The loops the watchdog watches (the reader's, the control loop's).
+    pub fn liveness(&self) -> Liveness {
+        self.liveness.clone()
     }
 
     /// The agent's store, for inspection (tests, the simulator's summary).

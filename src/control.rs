@@ -18,6 +18,7 @@ use crate::hw::{HwError, Relay};
 use crate::inputs::InputEvent;
 use crate::observe::{Component, HealthState, Observation, Reporter};
 use crate::reader::Presentation;
+use crate::service::Heartbeat;
 
 /// The lock: the relay and how it is wired. Shared with the panic guard.
 #[derive(Clone)]
@@ -228,7 +229,13 @@ pub struct Control {
     /// A card and a face of one user within this long, on a two-factor door or for a
     /// two-factor user.
     pub two_factor_window: Duration,
+    /// Beaten on every round of the loop (at least every [`HEARTBEAT_EVERY`]): the
+    /// watchdog's pings stop when this loop is stuck.
+    pub heartbeat: Heartbeat,
 }
+
+/// The control loop wakes at least this often, to beat its heartbeat.
+pub const HEARTBEAT_EVERY: Duration = Duration::from_millis(500);
 
 impl Control {
     pub async fn run(mut self, cancel: CancellationToken) {
@@ -237,11 +244,15 @@ impl Control {
         // A closed channel (no reader, no camera, no inputs wired, or a thread that ended)
         // disables its branch: polling a closed receiver again would return at once, for ever.
         let (mut cards_open, mut faces_open, mut inputs_open) = (true, true, true);
+        let mut alive = tokio::time::interval(HEARTBEAT_EVERY);
+        alive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            self.heartbeat.beat();
             let deadline = door.deadline();
             let waiting = factors.deadline();
             tokio::select! {
                 _ = cancel.cancelled() => break,
+                _ = alive.tick() => {}
                 _ = sleep_until(deadline), if deadline.is_some() => {
                     let now = Instant::now();
                     let actions = door.tick(now);

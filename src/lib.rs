@@ -6,6 +6,7 @@ pub mod clock;
 pub mod cloud;
 pub mod config;
 pub mod control;
+pub mod doctor;
 pub mod door;
 pub mod face;
 pub mod factors;
@@ -14,6 +15,7 @@ pub mod hw;
 pub mod inputs;
 pub mod observe;
 pub mod reader;
+pub mod service;
 pub mod sim;
 pub mod store;
 

@@ -57,6 +57,13 @@ enum Command {
         #[arg(long, default_value = "/etc/acceso/acceso.toml")]
         config: PathBuf,
     },
+    /// Check everything an installation needs (config, certificates, clock, reader, GPIO,
+    /// camera, models, database, broker), each with what to do when it fails. Exit status 0
+    /// when every check passed, 1 otherwise.
+    Doctor {
+        #[arg(long, default_value = "/etc/acceso/acceso.toml")]
+        config: PathBuf,
+    },
     /// Face tools: what the engine finds in photos, and how alike two faces are.
     #[cfg(feature = "face")]
     Face {
@@ -142,6 +149,18 @@ fn main() -> ExitCode {
                 }
                 Ok(())
             }
+            Command::Doctor { config } => {
+                let report = tokio::task::spawn_blocking(move || {
+                    acceso::doctor::run(&config, acceso::doctor::Limits::default())
+                })
+                .await
+                .context("doctor failed")?;
+                print!("{}", report.render());
+                if !report.passed() {
+                    return Err(DoctorFailed.into());
+                }
+                Ok(())
+            }
             #[cfg(feature = "face")]
             Command::Face { command } => face_command(command),
             #[cfg(feature = "face")]
@@ -163,6 +182,8 @@ fn main() -> ExitCode {
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // The report said what failed and what to do.
+        Err(e) if e.is::<DoctorFailed>() => ExitCode::FAILURE,
         Err(e) => {
             eprintln!("acceso: {}", chain(&e));
             // 2: the input (config, scenario) is wrong; 1: anything else.
@@ -173,6 +194,11 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// `acceso doctor` found something to fix (already printed).
+#[derive(Debug, thiserror::Error)]
+#[error("some checks failed")]
+struct DoctorFailed;
 
 /// An unreadable photo, no face where one is needed, a bad card UID.
 #[cfg(feature = "face")]
@@ -233,6 +259,12 @@ async fn simulate(scenario: Scenario) -> anyhow::Result<()> {
 async fn run(path: PathBuf) -> anyhow::Result<()> {
     let config = Config::load(&path)?;
     init_logging(&config.log);
+    // systemd (Type=notify): a malformed socket variable costs supervision, never the door.
+    let service = acceso::service::Service::from_env().unwrap_or_else(|e| {
+        tracing::error!("{e}; running without telling systemd");
+        acceso::service::Service::default()
+    });
+    service.status("starting: locking the door, opening the store");
     let reader: Option<Box<dyn CardReader>> = match config.reader.backend {
         ReaderBackend::Mfrc522 => {
             let r = &config.reader;
@@ -309,12 +341,31 @@ async fn run(path: PathBuf) -> anyhow::Result<()> {
         camera,
         clock: clock.clone(),
     };
-    let agent = Agent::start(&config, backends, reporter).await?;
+    let agent = match Agent::start(&config, backends, reporter.clone()).await {
+        Ok(agent) => agent,
+        Err(e) => {
+            service.status(&format!("failed to start: {e}"));
+            return Err(e.into());
+        }
+    };
     // Reports trust changes while no one is at the door, and keeps the known-good time.
     let keeper_cancel = CancellationToken::new();
     let keeper = tokio::spawn(clock.run_keeper(CLOCK_KEEP_EVERY, keeper_cancel.clone()));
     tracing::info!(device = %config.device_id, door = %config.door.name, "acceso running");
-    wait_for_stop_signal().await?;
+    service.ready(&acceso::service::status_line(&config.door.name, &reporter));
+    let supervisor_cancel = CancellationToken::new();
+    let supervisor = tokio::spawn(service.clone().supervise(
+        config.door.name.clone(),
+        agent.liveness(),
+        reporter,
+        supervisor_cancel.clone(),
+    ));
+    let stop = wait_for_stop_signal().await;
+    service.stopping("stopping: locking the door, keeping queued events");
+    supervisor_cancel.cancel();
+    if let Err(e) = supervisor.await {
+        tracing::error!("service supervisor failed: {e}");
+    }
     tracing::info!("stopping: locking the door, keeping queued events");
     agent.stop().await;
     // After the agent: the known-good time written at stop includes its last decisions.
@@ -322,7 +373,8 @@ async fn run(path: PathBuf) -> anyhow::Result<()> {
     if let Err(e) = keeper.await {
         tracing::error!("clock keeper failed: {e}");
     }
-    Ok(())
+    // A stop signal that could not be listened for still stops the door locked.
+    stop
 }
 
 async fn wait_for_stop_signal() -> anyhow::Result<()> {

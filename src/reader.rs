@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::hw::{CardReader, Seen};
 use crate::observe::{Component, HealthState, Reporter};
+use crate::service::Heartbeat;
 
 /// A card seen entering the field, with the monotonic time it was read.
 #[derive(Debug)]
@@ -83,10 +84,23 @@ pub struct ReaderLoop {
 impl ReaderLoop {
     pub fn spawn(
         self,
+        reader: Box<dyn CardReader>,
+        out: mpsc::Sender<Presentation>,
+        reporter: Reporter,
+        cancel: CancellationToken,
+    ) -> std::io::Result<std::thread::JoinHandle<()>> {
+        self.spawn_with(reader, out, reporter, cancel, Heartbeat::unwatched())
+    }
+
+    /// Like `spawn`, beating `heartbeat` on every round and while it waits, so a poll that
+    /// never returns stops the watchdog's pings.
+    pub fn spawn_with(
+        self,
         mut reader: Box<dyn CardReader>,
         out: mpsc::Sender<Presentation>,
         reporter: Reporter,
         cancel: CancellationToken,
+        heartbeat: Heartbeat,
     ) -> std::io::Result<std::thread::JoinHandle<()>> {
         std::thread::Builder::new()
             .name("reader".into())
@@ -95,6 +109,7 @@ impl ReaderLoop {
                 let mut backoff: Option<Duration> = None;
                 let mut last_unreadable: Option<String> = None;
                 while !cancel.is_cancelled() {
+                    heartbeat.beat();
                     match reader.poll() {
                         Ok(seen) => {
                             if backoff.take().is_some() {
@@ -120,7 +135,7 @@ impl ReaderLoop {
                                     return;
                                 }
                             }
-                            sleep_unless_cancelled(self.every, &cancel);
+                            sleep_unless_cancelled(self.every, &cancel, &heartbeat);
                         }
                         Err(e) => {
                             let wait = match backoff {
@@ -135,7 +150,7 @@ impl ReaderLoop {
                                 Some(b) => (b * 2).min(self.max_backoff),
                             };
                             backoff = Some(wait);
-                            sleep_unless_cancelled(wait, &cancel);
+                            sleep_unless_cancelled(wait, &cancel, &heartbeat);
                         }
                     }
                 }
@@ -144,9 +159,10 @@ impl ReaderLoop {
 }
 
 /// Sleeps `total`, waking early when cancelled, so stopping never waits on a long backoff.
-fn sleep_unless_cancelled(total: Duration, cancel: &CancellationToken) {
+fn sleep_unless_cancelled(total: Duration, cancel: &CancellationToken, heartbeat: &Heartbeat) {
     let until = Instant::now() + total;
     while !cancel.is_cancelled() {
+        heartbeat.beat();
         let left = until.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return;

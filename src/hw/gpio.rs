@@ -77,3 +77,17 @@ impl DoorInputs for GpioInputs {
         })
     }
 }
+
+/// Whether the GPIO controller opens and every pin in `pins` exists, touching no line: no
+/// mode or level changes, so the lock never moves (`acceso doctor`, while the agent may run).
+pub fn probe(pins: &[u8]) -> Result<String, String> {
+    let g = gpio()?;
+    for &pin in pins {
+        // An unconfigured `Pin` changes nothing when it is taken or dropped.
+        g.get(pin).map_err(|e| format!("GPIO {pin}: {e}"))?;
+    }
+    let model = rppal::system::DeviceInfo::new()
+        .map(|d| d.model().to_string())
+        .unwrap_or_else(|_| "unknown model".into());
+    Ok(model)
+}

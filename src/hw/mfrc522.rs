@@ -22,11 +22,12 @@ const FIFO_WRITE: u8 = 0x09 << 1;
 const FIFO_READ: u8 = 0x80 | (0x09 << 1);
 const ERROR_READ: u8 = 0x80 | (0x06 << 1);
 const TX_CONTROL: u8 = 0x14;
-const VERSION: u8 = 0x37;
+/// VersionReg.
+pub const VERSION: u8 = 0x37;
 /// ErrorReg CollErr.
 const COLL_ERR: u8 = 0x08;
 /// Version register values of MFRC522 v1.0 and v2.0, and of the FM17522 clone on many boards.
-const KNOWN_VERSIONS: [u8; 3] = [0x91, 0x92, 0x88];
+pub const KNOWN_VERSIONS: [u8; 3] = [0x91, 0x92, 0x88];
 /// How often the version register is checked while running.
 const VERSION_CHECK_EVERY: Duration = Duration::from_secs(5);
 
