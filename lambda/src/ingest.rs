@@ -1,8 +1,11 @@
 //! ingest: access events into the events table, once each.
 //!
-//! Two inputs reach the one function: the IoT Rule on `acceso/logs` invokes it with the
-//! message itself (one `AccessEvent`), and an SQS event source (the rule's error action, or a
-//! buffering queue) with batches of them. An event is validated, then stored with a put
+//! Two inputs reach the one function: the IoT Rule on `acceso/logs` invokes it with one
+//! message and its sender (see [`crate::rule`]), and an SQS event source (the retry queue,
+//! fed by the rule's error action and by Lambda's dead-letter queue for failed invocations)
+//! with batches of them. An event whose `device` is not its sender is refused: a door can
+//! only speak for itself. A bare `AccessEvent` (not from a rule: a queue or a direct
+//! invocation by the operator's tooling) is taken as it is. An event is validated, then stored with a put
 //! conditional on its `event_id`: a repeat (the door's outbox resends until PUBACK, so repeats
 //! are normal) is a success, not a second item.
 //!
@@ -19,6 +22,7 @@ use serde_json::{json, Value};
 
 use crate::events::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use crate::ports::{EventStore, StoreError, Stored};
+use crate::rule;
 
 /// How transient failures are retried within one invocation.
 #[derive(Debug, Clone, Copy)]
@@ -140,6 +144,28 @@ pub fn parse_event(text: &str) -> Result<AccessEvent, String> {
     Ok(event)
 }
 
+/// One event from what reached the function: a rule's message, whose sender must be the
+/// event's device, or a bare event.
+pub fn event_from(input: &Value) -> Result<AccessEvent, String> {
+    match rule::from_device(input) {
+        Some(wrapped) => {
+            let message = wrapped?;
+            let event = parse_event(message.text()?)?;
+            message.check_device(&event.device)?;
+            Ok(event)
+        }
+        None => parse_event(&input.to_string()),
+    }
+}
+
+/// One event from an SQS record's body (JSON text, in any form [`event_from`] takes).
+fn event_in_body(body: &str) -> Result<AccessEvent, String> {
+    match serde_json::from_str::<Value>(body) {
+        Ok(v) if rule::from_device(&v).is_some() => event_from(&v),
+        _ => parse_event(body),
+    }
+}
+
 impl<E: EventStore> Ingest<E> {
     pub fn new(store: E) -> Self {
         Ingest {
@@ -157,8 +183,7 @@ impl<E: EventStore> Ingest<E> {
             return serde_json::to_value(res)
                 .map_err(|e| IngestError::Invalid(format!("response: {e}")));
         }
-        let text = input.to_string();
-        let event = parse_event(&text).map_err(IngestError::Invalid)?;
+        let event = event_from(&input).map_err(IngestError::Invalid)?;
         let stored = self.store_one(&event).await?;
         Ok(json!({
             "event_id": event.event_id,
@@ -198,7 +223,7 @@ impl<E: EventStore> Ingest<E> {
         // (message id, event) still to store.
         let mut pending: Vec<(&str, AccessEvent)> = Vec::new();
         for r in &batch.records {
-            match r.body.as_deref().map(parse_event) {
+            match r.body.as_deref().map(event_in_body) {
                 Some(Ok(e)) => pending.push((&r.message_id, e)),
                 Some(Err(why)) => {
                     tracing::error!(message_id = %r.message_id, error = %why, "invalid event in batch");

@@ -21,4 +21,5 @@ pub mod iot;
 pub mod jwt;
 pub mod kms;
 pub mod ports;
+pub mod rule;
 pub mod sync;

@@ -1,8 +1,8 @@
 //! sync: answers a door's `acceso/sync/request` with signed responses on
 //! `acceso/sync/{device}`.
 //!
-//! The IoT Rule invokes the function with the request, plus the MQTT client id of the sender
-//! (`SELECT *, clientid() AS client_id`): a door may only ask for itself. The answer is "you
+//! The IoT Rule invokes the function with the request and the MQTT client id of its sender
+//! ([`crate::rule`]): a door may only ask for itself. The answer is "you
 //! are current" when the door has the fleet version, else the snapshot of every user at one
 //! fleet version, in pages under the payload limit, each body signed (purpose `Sync`) and
 //! published QoS 1.
@@ -13,8 +13,10 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::ports::{seal, CloudSigner, Directory, PublishError, Publisher, SignError, StoreError};
+use crate::rule;
 
-/// What the rule delivers: the request's fields and the sender's client id.
+/// A request and, when it came through the rule, its sender's client id. (A bare request,
+/// from the operator's tooling, may name the client itself.)
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SyncEvent {
@@ -78,8 +80,28 @@ fn check(ev: &SyncEvent) -> Result<SyncRequest, String> {
 
 impl<D: Directory, P: Publisher, S: CloudSigner> Sync<D, P, S> {
     pub async fn handle(&self, input: Value) -> Result<Value, SyncFailure> {
-        let ev: SyncEvent =
-            serde_json::from_value(input).map_err(|e| SyncFailure::Invalid(e.to_string()))?;
+        let ev =
+            match rule::from_device(&input) {
+                Some(wrapped) => {
+                    let message = wrapped.map_err(SyncFailure::Invalid)?;
+                    let req: SyncRequest =
+                        serde_json::from_str(message.text().map_err(SyncFailure::Invalid)?)
+                            .map_err(|e| {
+                                SyncFailure::Invalid(format!(
+                                    "message from client {:?}: {e}",
+                                    message.client_id
+                                ))
+                            })?;
+                    SyncEvent {
+                        device: req.device,
+                        have_version: req.have_version,
+                        request: req.request,
+                        client_id: Some(message.client_id),
+                    }
+                }
+                None => serde_json::from_value(input)
+                    .map_err(|e| SyncFailure::Invalid(e.to_string()))?,
+            };
         let req = check(&ev).map_err(SyncFailure::Invalid)?;
         self.answer(&req).await
     }

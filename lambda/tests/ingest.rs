@@ -160,6 +160,52 @@ async fn a_batch_stores_the_good_records_and_reports_exactly_the_bad_ones() {
 }
 
 #[tokio::test]
+async fn a_door_s_event_through_the_rule_is_stored_and_one_in_another_door_s_name_is_not() {
+    let (client, table, ingest) = setup().await;
+    let e = event(30, "door-1", "2026-12-03T10:00:00Z");
+    let got = within("ingest", ingest.handle(from_rule("door-1", &e)))
+        .await
+        .unwrap();
+    assert_eq!(got["stored"], "new");
+    // door-2 (a stolen certificate, a bug) publishes an event that says it is door-1's.
+    let forged = event(31, "door-1", "2026-12-03T10:00:01Z");
+    let err = within("ingest", ingest.handle(from_rule("door-2", &forged)))
+        .await
+        .expect_err("an event in another door's name");
+    let IngestError::Invalid(why) = &err else {
+        panic!("{err:?}")
+    };
+    assert!(why.contains("door-2") && why.contains("door-1"), "{why}");
+    // A broken wrapping is refused naming what is wrong.
+    let broken = json!({"client_id": "door-1", "payload": "%%%"});
+    let err = within("ingest", ingest.handle(broken)).await.unwrap_err();
+    assert!(err.to_string().contains("payload"), "{err}");
+    assert_eq!(count_items(&client, &table).await, 1);
+}
+
+#[tokio::test]
+async fn the_retry_queue_s_messages_are_stored_whichever_way_they_got_there() {
+    let (client, table, ingest) = setup().await;
+    let a = event(40, "door-1", "2026-12-03T10:00:00Z");
+    let b = event(41, "door-1", "2026-12-03T10:00:01Z");
+    let forged = event(42, "door-1", "2026-12-03T10:00:02Z");
+    let batch = SqsEvent {
+        records: vec![
+            // The rule's Lambda action failed: its error action.
+            record("m1", &error_action("door-1", &a).to_string()),
+            // The asynchronous invocation failed: Lambda's dead-letter queue holds its input.
+            record("m2", &from_rule("door-1", &b).to_string()),
+            record("m3", &error_action("door-2", &forged).to_string()),
+            // The same event by both ways: one item.
+            record("m4", &from_rule("door-1", &a).to_string()),
+        ],
+    };
+    let res = within("batch", ingest.handle_batch(&batch)).await;
+    assert_eq!(failures(&res), vec!["m3"]);
+    assert_eq!(count_items(&client, &table).await, 2);
+}
+
+#[tokio::test]
 async fn a_batch_the_store_cannot_take_is_reported_whole_not_as_a_success() {
     let client = aws_sdk_dynamodb::Client::new(&sdk().await);
     let mut ingest = Ingest::new(DynamoEvents::new(client, "no-such-table"));

@@ -92,9 +92,10 @@ async fn a_door_behind_gets_the_whole_snapshot_and_a_current_door_is_told_so() {
 
     let sent = within(
         "sync",
-        f.sync.handle(
-            json!({"device": "door-1", "have_version": 3, "request": "r1", "client_id": "door-1"}),
-        ),
+        f.sync.handle(from_rule(
+            "door-1",
+            &json!({"device": "door-1", "have_version": 3, "request": "r1"}),
+        )),
     )
     .await
     .unwrap();
@@ -149,6 +150,16 @@ async fn a_door_may_only_ask_for_itself_and_bad_requests_send_nothing() {
         json!({"device": "door-1", "have_version": -1, "request": "r"}),
         json!({"device": "door-1", "have_version": 0, "request": ""}),
         json!({"device": "door-1", "have_version": 0, "request": "r", "extra": 1}),
+        // Through the rule: in another door's name, or naming a client of its own.
+        from_rule(
+            "door-1",
+            &json!({"device": "door-2", "have_version": 0, "request": "r"}),
+        ),
+        from_rule(
+            "door-1",
+            &json!({"device": "door-2", "have_version": 0, "request": "r", "client_id": "door-2"}),
+        ),
+        json!({"client_id": "door-1", "payload": "not base64!"}),
     ] {
         let res = within("sync", f.sync.handle(bad.clone())).await;
         assert!(

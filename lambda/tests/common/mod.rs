@@ -269,3 +269,31 @@ pub fn published(prefix: &str) -> Vec<Published> {
     }
     out
 }
+
+fn b64(message: &serde_json::Value) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(message.to_string())
+}
+
+/// What the IoT Rule hands a function for `message` published by `client`
+/// (`SELECT clientid() AS client_id, encode(*, 'base64') AS payload`).
+pub fn from_rule(client: &str, message: &serde_json::Value) -> serde_json::Value {
+    serde_json::json!({ "client_id": client, "payload": b64(message) })
+}
+
+/// What the rule's error action puts on the retry queue when its action failed for `message`
+/// (AWS IoT Core's error action message format).
+pub fn error_action(client: &str, message: &serde_json::Value) -> serde_json::Value {
+    serde_json::json!({
+        "ruleName": "IngestRule",
+        "topic": "acceso/logs",
+        "cloudwatchTraceId": "7e146a2c-95b5-6caf-98b9-50e3969734c7",
+        "clientId": client,
+        "base64OriginalPayload": b64(message),
+        "failures": [{
+            "failedAction": "LambdaAction",
+            "failedResource": "arn:aws:lambda:eu-west-1:123456789012:function:ingest",
+            "errorMessage": "Failed to invoke lambda function. Rate exceeded"
+        }]
+    })
+}
