@@ -43,6 +43,16 @@ pub enum ApplyOutcome {
     Rejected(String),
 }
 
+/// The applied version, inside a transaction that may change it.
+fn applied_in(tx: &rusqlite::Transaction) -> rusqlite::Result<u64> {
+    tx.query_row(
+        "SELECT value FROM meta WHERE key = 'applied_version'",
+        [],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(|v| v as u64)
+}
+
 impl Store {
     pub fn applied_version(&self) -> Result<u64, StoreError> {
         Ok(self.meta("applied_version")? as u64)
@@ -56,14 +66,8 @@ impl Store {
             source,
         };
         let tx = self.conn.transaction().map_err(err)?;
-        let applied: i64 = tx
-            .query_row(
-                "SELECT value FROM meta WHERE key = 'applied_version'",
-                [],
-                |r| r.get(0),
-            )
-            .map_err(err)?;
-        match classify(applied as u64, update.version) {
+        let applied = applied_in(&tx).map_err(err)?;
+        match classify(applied, update.version) {
             Disposition::Next => {}
             Disposition::Stale { applied } => return Ok(ApplyOutcome::Stale { applied }),
             Disposition::Gap { applied } => return Ok(ApplyOutcome::Gap { applied }),
@@ -207,17 +211,9 @@ impl Store {
             source,
         };
         let tx = self.conn.transaction().map_err(err)?;
-        let applied: i64 = tx
-            .query_row(
-                "SELECT value FROM meta WHERE key = 'applied_version'",
-                [],
-                |r| r.get(0),
-            )
-            .map_err(err)?;
-        if version <= applied as u64 {
-            return Ok(ApplyOutcome::Stale {
-                applied: applied as u64,
-            });
+        let applied = applied_in(&tx).map_err(err)?;
+        if version <= applied {
+            return Ok(ApplyOutcome::Stale { applied });
         }
         tx.execute_batch("DELETE FROM cards; DELETE FROM users;")
             .map_err(err)?;
