@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use acceso_protocol::{AccessEvent, Topics, User};
+use acceso_protocol::{Topics, User};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -26,6 +26,7 @@ use crate::observe::{Component, HealthState, Observation, Reporter};
 use crate::reader::ReaderLoop;
 use crate::service::Liveness;
 use crate::store::{SharedStore, Store, StoreError};
+use crate::writer::{run_writer, Holding};
 
 /// The hardware the agent drives, real or simulated.
 pub struct Backends {
@@ -286,6 +287,7 @@ impl Agent {
                 store.clone(),
                 config.outbox.max_events,
                 reporter.clone(),
+                Holding::default(),
             )),
             tokio::spawn(
                 Consumer::new(
@@ -392,33 +394,6 @@ impl Agent {
         // Only their token: the tasks' token would look like a graceful stop to a task that
         // is still finishing its current poll.
         self.thread_cancel.cancel();
-    }
-}
-
-/// Puts decided events into the outbox. Ends when the decision task has ended and every event
-/// it sent is stored, so a graceful stop loses none.
-async fn run_writer(
-    mut events: mpsc::Receiver<AccessEvent>,
-    store: SharedStore,
-    max_queued: u64,
-    reporter: Reporter,
-) {
-    while let Some(event) = events.recv().await {
-        match store.enqueue(event, max_queued).await {
-            Ok((_, 0)) => {}
-            Ok((_, dropped)) => reporter.health(
-                Component::Store,
-                HealthState::Degraded,
-                format!(
-                    "outbox full ({max_queued} events): dropped the {dropped} oldest; the cloud gets an events_dropped report"
-                ),
-            ),
-            Err(e) => reporter.health(
-                Component::Store,
-                HealthState::Failed,
-                format!("cannot queue event: {e}"),
-            ),
-        }
     }
 }
 

@@ -18,6 +18,7 @@ pub mod reader;
 pub mod service;
 pub mod sim;
 pub mod store;
+pub mod writer;
 
 pub use agent::{Agent, AgentError, Backends};
 pub use config::Config;

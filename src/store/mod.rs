@@ -42,6 +42,8 @@ pub enum StoreError {
     },
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    #[error("database {path} is read-only for the user this agent runs as: it could decide but not keep a single event; make the file and its directory writable by that user (the package's service user is `acceso`: chown -R acceso:acceso {dir})", dir = path.parent().unwrap_or(path).display())]
+    ReadOnly { path: PathBuf },
 }
 
 /// A database that could not be used and was moved aside at open.
@@ -120,6 +122,13 @@ impl Store {
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(path, flags).map_err(err)?;
+        // SQLite quietly opens a file it may not write read-only; the agent would then run
+        // and lose every event.
+        if conn.is_readonly(rusqlite::MAIN_DB).map_err(err)? {
+            return Err(StoreError::ReadOnly {
+                path: path.to_path_buf(),
+            });
+        }
         conn.busy_timeout(Duration::from_secs(5)).map_err(err)?;
         let check: String = conn
             .query_row("PRAGMA quick_check", [], |r| r.get(0))
@@ -188,6 +197,15 @@ impl Store {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// Makes every later write fail (or work again) as on a failed disk: for tests of what
+    /// the agent does when its database stops taking writes.
+    #[doc(hidden)]
+    pub fn fail_writes(&self, fail: bool) -> Result<(), StoreError> {
+        self.conn
+            .pragma_update(None, "query_only", fail)
+            .map_err(|e| self.err(e))
+    }
 }
 
 fn is_damage(e: &rusqlite::Error) -> bool {
@@ -239,6 +257,54 @@ mod tests {
             .query_row("PRAGMA journal_mode", [], |r| r.get(0))
             .unwrap();
         assert_eq!(mode, "wal");
+    }
+
+    /// Makes `path` unwritable for this process: by its mode, or for root (whom modes do not
+    /// stop) by the immutable attribute, taken off again on drop.
+    struct Unwritable(PathBuf, bool);
+
+    impl Unwritable {
+        fn make(path: &Path) -> Unwritable {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o444)).unwrap();
+            if std::fs::OpenOptions::new().write(true).open(path).is_err() {
+                return Unwritable(path.to_owned(), false);
+            }
+            let ok = std::process::Command::new("chattr")
+                .arg("+i")
+                .arg(path)
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(
+                ok,
+                "running as root and chattr +i failed: cannot make {path:?} unwritable here"
+            );
+            Unwritable(path.to_owned(), true)
+        }
+    }
+
+    impl Drop for Unwritable {
+        fn drop(&mut self) {
+            if self.1 {
+                let _ = std::process::Command::new("chattr")
+                    .arg("-i")
+                    .arg(&self.0)
+                    .status();
+            }
+        }
+    }
+
+    #[test]
+    fn a_database_this_user_cannot_write_is_refused_not_opened_read_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.db");
+        drop(Store::open(&path).unwrap());
+        let _guard = Unwritable::make(&path);
+        let err = Store::open(&path).map(|_| ()).unwrap_err();
+        assert!(matches!(err, StoreError::ReadOnly { .. }), "{err:?}");
+        let msg = err.to_string();
+        assert!(msg.contains("read-only") && msg.contains("chown"), "{msg}");
+        assert!(path.exists(), "the file is left where it is");
     }
 
     #[test]
@@ -315,6 +381,21 @@ impl SharedStore {
             self.queued.notify_one();
         }
         result
+    }
+
+    /// Counts `lost` events that never reached the outbox (held in memory while the database
+    /// failed, past what memory holds) and queues the `events_dropped` report for them, made
+    /// from `like` (device, door, boot).
+    pub async fn report_lost(&self, like: &AccessEvent, lost: u64) -> Result<(), StoreError> {
+        let like = like.clone();
+        self.call(move |s| {
+            s.count_dropped(lost)?;
+            s.report_drops(|seq, count| outbox::drop_report(&like, seq, count))?;
+            Ok(())
+        })
+        .await?;
+        self.queued.notify_one();
+        Ok(())
     }
 
     /// Runs `f` with the store on a blocking thread.

@@ -52,6 +52,17 @@ impl Store {
         Ok((event, excess))
     }
 
+    /// Adds `n` to the events dropped and not yet reported.
+    pub fn count_dropped(&mut self, n: u64) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "UPDATE meta SET value = value + ?1 WHERE key = 'dropped_unreported'",
+                [n as i64],
+            )
+            .map(drop)
+            .map_err(|e| self.err(e))
+    }
+
     /// Queues the report of dropped events (replacing a report still queued), built by `make`
     /// from its sequence number and the count to report.
     pub fn report_drops(
