@@ -52,6 +52,8 @@ pub enum AgentError {
     Tls(#[from] crate::cloud::tls::TlsSetupError),
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Instance(#[from] crate::instance::InstanceError),
 }
 
 /// A started agent. Stop it with `stop` (graceful) or `crash` (abrupt, for simulation).
@@ -64,6 +66,8 @@ pub struct Agent {
     store: SharedStore,
     liveness: Liveness,
     _panic_guard: crate::guard::Registration,
+    // Last: released once everything else has stopped.
+    _instance: crate::instance::InstanceLock,
 }
 
 impl Agent {
@@ -79,6 +83,8 @@ impl Agent {
             camera,
             clock,
         } = backends;
+        // One agent per state directory, before either touches the relay.
+        let instance = crate::instance::acquire(&config.state_dir)?;
         // The lock first: whatever state the line was left in, it is locked before anything else.
         let lock = Lock::new(
             relay,
@@ -329,6 +335,7 @@ impl Agent {
             store,
             liveness,
             _panic_guard: panic_guard,
+            _instance: instance,
         })
     }
 

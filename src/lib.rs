@@ -13,6 +13,7 @@ pub mod factors;
 pub mod guard;
 pub mod hw;
 pub mod inputs;
+pub mod instance;
 pub mod observe;
 pub mod reader;
 pub mod service;
