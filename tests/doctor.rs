@@ -5,7 +5,7 @@
 
 mod support;
 
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -462,8 +462,58 @@ fn clock_reader_gpio_camera_models_and_database_failures() {
         );
     }
 
-    // A damaged database: pages overwritten in the middle of the file.
+    // A database, or a state directory, the agent cannot write (as after a `sudo acceso
+    // run`): for root, whom modes do not stop, the immutable attribute does it.
     let db = site.path().join("state/acceso.db");
+    for (target, says) in [
+        (db.clone(), "read-only"),
+        (site.path().join("state"), "cannot create files"),
+    ] {
+        let before = std::fs::metadata(&target).unwrap().permissions();
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o555)).unwrap();
+        let root = std::fs::metadata("/proc/self")
+            .map(|m| m.uid() == 0)
+            .unwrap();
+        if root {
+            let ok = Command::new("chattr")
+                .arg("+i")
+                .arg(&target)
+                .status()
+                .unwrap();
+            assert!(ok.success(), "running as root and chattr +i failed");
+        }
+        let report = site.run(|_| {});
+        if root {
+            Command::new("chattr")
+                .arg("-i")
+                .arg(&target)
+                .status()
+                .unwrap();
+        }
+        std::fs::set_permissions(&target, before).unwrap();
+        only_failed(&report, &["database"], says);
+        assert!(report
+            .get("database")
+            .unwrap()
+            .fix
+            .as_deref()
+            .unwrap()
+            .contains("chown"));
+    }
+    // Run as root, the doctor says its checks are root's, and how to check as the service.
+    let report = site.run(|_| {});
+    let root = std::fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap();
+    assert_eq!(
+        report.render().contains("note: running as root")
+            && report.render().contains("sudo -u acceso"),
+        root,
+        "{}",
+        report.render()
+    );
+
+    // A damaged database: pages overwritten in the middle of the file.
     let mut bytes = std::fs::read(&db).unwrap();
     assert!(bytes.len() > 8192, "a database of several pages");
     for b in &mut bytes[4096..8192] {

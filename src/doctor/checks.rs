@@ -208,6 +208,9 @@ pub fn camera(config: &Config, limit: Duration) -> Check {
         ),
         _ => "check the camera cable and `libcamera-hello --list-cameras` (or `rpicam-hello`); test the pipeline with `gst-launch-1.0 ... ! fakesink`; it must end in appsink".into(),
     };
+    if c.backend == CameraBackend::V4l2 && !c.device.exists() {
+        return Check::failed("camera", format!("{what}: no such device"), fix);
+    }
     let config = c.clone();
     let (tx, rx) = std::sync::mpsc::channel();
     // A thread of its own: an OpenCV read can block with no timeout of its own.
@@ -292,9 +295,52 @@ fn models_in(_: &Path) -> Check {
     )
 }
 
-/// `PRAGMA integrity_check` on the agent's database, opened read-only.
+/// Whether this process may write `path` (for a directory: create files in it), as the
+/// kernel decides it for this user: the agent's database, its WAL and lock files.
+fn writable(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: a valid NUL-terminated path; access(2) only reads it.
+    unsafe { libc::access(c.as_ptr(), libc::W_OK) == 0 }
+}
+
+/// The agent's database: its directory and file writable by this user, and
+/// `PRAGMA integrity_check` on the file, opened read-only.
 pub fn database(config: &Config) -> Check {
     let path = config.db_path();
+    let dir = &config.state_dir;
+    let owner_fix = format!(
+        "make it writable by the user the agent runs as: `chown -R acceso:acceso {}` (the package's service user)",
+        dir.display()
+    );
+    if !dir.exists() {
+        return Check::ok(
+            "database",
+            format!(
+                "state directory {} does not exist yet: the agent creates it at the first start (under systemd, StateDirectory= does)",
+                dir.display()
+            ),
+        );
+    }
+    if !dir.is_dir() {
+        return Check::failed(
+            "database",
+            format!("state_dir {} is not a directory", dir.display()),
+            "set state_dir to a directory (the package's is /var/lib/acceso)",
+        );
+    }
+    if !writable(dir) {
+        return Check::failed(
+            "database",
+            format!(
+                "state directory {}: this user cannot create files in it (the database, its journal, the lock)",
+                dir.display()
+            ),
+            owner_fix,
+        );
+    }
     if !path.exists() {
         return Check::ok(
             "database",
@@ -302,6 +348,16 @@ pub fn database(config: &Config) -> Check {
                 "{} does not exist yet: created at the first start",
                 path.display()
             ),
+        );
+    }
+    if !writable(&path) {
+        return Check::failed(
+            "database",
+            format!(
+                "{}: read-only for this user: the agent would refuse to start (it could not keep a single event)",
+                path.display()
+            ),
+            owner_fix,
         );
     }
     let fix = format!(
@@ -312,7 +368,7 @@ pub fn database(config: &Config) -> Check {
         Ok((version, users, queued)) => Check::ok(
             "database",
             format!(
-                "{}: integrity ok, schema {version}, {users} users, {queued} events queued",
+                "{}: writable, integrity ok, schema {version}, {users} users, {queued} events queued",
                 path.display()
             ),
         ),

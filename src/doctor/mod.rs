@@ -64,6 +64,8 @@ impl Check {
 #[derive(Debug, Clone, Default)]
 pub struct Report {
     pub checks: Vec<Check>,
+    /// Said before the checks: how to read them.
+    pub notes: Vec<String>,
 }
 
 impl Report {
@@ -79,6 +81,9 @@ impl Report {
     /// The report as the installer reads it: one line a check, its fix indented below.
     pub fn render(&self) -> String {
         let mut out = String::new();
+        for note in &self.notes {
+            let _ = writeln!(out, "note: {note}");
+        }
         let width = self.checks.iter().map(|c| c.name.len()).max().unwrap_or(0);
         for c in &self.checks {
             let mark = match c.outcome {
@@ -140,6 +145,13 @@ impl Default for Limits {
 /// Runs every check against the configuration file at `path`.
 pub fn run(path: &Path, limits: Limits) -> Report {
     let mut report = Report::default();
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        report.notes.push(format!(
+            "running as root: files and devices are checked with root's rights, which the agent does not have; `sudo -u acceso acceso doctor --config {}` checks what the service can reach",
+            path.display()
+        ));
+    }
     let config = match Config::load(path) {
         Ok(config) => config,
         Err(e) => {
@@ -204,9 +216,11 @@ mod tests {
                 Check::failed("clock", "not synchronised", "enable NTP"),
                 Check::skipped("camera", "card door"),
             ],
+            notes: vec!["read me first".into()],
         };
         assert!(!report.passed());
         let text = report.render();
+        assert!(text.starts_with("note: read me first\n"), "{text}");
         assert!(text.contains("ok    config  fine"), "{text}");
         assert!(text.contains("FAIL  clock   not synchronised"), "{text}");
         assert!(text.contains("fix: enable NTP"), "{text}");

@@ -157,6 +157,17 @@ fn key_check(path: &Path, cert_spki: Option<&[u8]>, cert: &Path) -> Check {
         }
     };
     let mode = meta.permissions().mode() & 0o777;
+    if let Err(e) = std::fs::File::open(path) {
+        return Check::failed(
+            "device key",
+            format!(
+                "{}: mode {mode:04o}, owner uid {}: this user cannot read it: {e}",
+                path.display(),
+                std::os::unix::fs::MetadataExt::uid(&meta)
+            ),
+            format!("the agent (user acceso) must read it: {perms_fix}"),
+        );
+    }
     if mode & 0o007 != 0 {
         return Check::failed(
             "device key",
