@@ -1,5 +1,6 @@
 //! The `acceso` command line.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -111,14 +112,25 @@ enum FaceCommand {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // --help, --version (exit 0) or a usage error (exit 2), printed by clap; its help
+        // written to a closed pipe is an error here too.
+        Err(e) => {
+            if let Err(w) = e.print() {
+                say(&format!("acceso: {}", OutputError(w)));
+                return ExitCode::FAILURE;
+            }
+            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(1));
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("acceso: cannot start the async runtime: {e}");
+            say(&format!("acceso: cannot start the async runtime: {e}"));
             return ExitCode::FAILURE;
         }
     };
@@ -138,15 +150,16 @@ fn main() -> ExitCode {
             }
             Command::CheckConfig { config } => {
                 let config = Config::load(&config)?;
-                print!("{}", toml::to_string(&config)?);
+                let mut text = toml::to_string(&config)?;
                 if config.door.time_zone.is_none() {
                     // TOML has no null: say what the absent key means here.
                     let zone = config.door.zone().map_err(anyhow::Error::msg)?;
-                    println!(
-                        "# door.time_zone is not set: schedules use the system's, {}",
+                    text.push_str(&format!(
+                        "# door.time_zone is not set: schedules use the system's, {}\n",
                         zone.iana_name().unwrap_or("(unnamed)")
-                    );
+                    ));
                 }
+                emit(&text)?;
                 Ok(())
             }
             Command::Doctor { config } => {
@@ -155,7 +168,7 @@ fn main() -> ExitCode {
                 })
                 .await
                 .context("doctor failed")?;
-                print!("{}", report.render());
+                emit(&report.render())?;
                 if !report.passed() {
                     return Err(DoctorFailed.into());
                 }
@@ -175,7 +188,7 @@ fn main() -> ExitCode {
                 let models = models.unwrap_or_else(cli::default_models_dir);
                 let mut engine = cli::load_engine(&models)?;
                 let user = cli::enroll(&mut engine, &id, &name, &cards, &photos)?;
-                println!("{}", serde_json::to_string_pretty(&user)?);
+                emit(&format!("{}\n", serde_json::to_string_pretty(&user)?))?;
                 Ok(())
             }
         }
@@ -185,7 +198,7 @@ fn main() -> ExitCode {
         // The report said what failed and what to do.
         Err(e) if e.is::<DoctorFailed>() => ExitCode::FAILURE,
         Err(e) => {
-            eprintln!("acceso: {}", chain(&e));
+            say(&format!("acceso: {}", chain(&e)));
             // 2: the input (config, scenario) is wrong; 1: anything else.
             let bad_input = e.downcast_ref::<acceso::config::ConfigError>().is_some()
                 || matches!(e.downcast_ref::<SimError>(), Some(SimError::Scenario(_)))
@@ -219,21 +232,41 @@ fn face_command(command: FaceCommand) -> anyhow::Result<()> {
         FaceCommand::Embed { models, images } => {
             let models = models.unwrap_or_else(cli::default_models_dir);
             let mut engine = cli::load_engine(&models)?;
+            // One line per image as it is done, so a long list shows progress.
             for image in &images {
-                println!(
-                    "{}",
-                    serde_json::to_string(&cli::embed_photo(&mut engine, image)?)?
-                );
+                let report = cli::embed_photo(&mut engine, image)?;
+                emit(&format!("{}\n", serde_json::to_string(&report)?))?;
             }
         }
         FaceCommand::Compare { models, a, b } => {
             let models = models.unwrap_or_else(cli::default_models_dir);
             let mut engine = cli::load_engine(&models)?;
             let out = cli::compare_photos(&mut engine, &a, &b)?;
-            println!("{}", serde_json::to_string_pretty(&out)?);
+            emit(&format!("{}\n", serde_json::to_string_pretty(&out)?))?;
         }
     }
     Ok(())
+}
+
+/// Standard output could not be written (a closed pipe, a full disk): exit 1 saying so,
+/// never a panic (as `sim` and `demo` do, `SimError::Output`).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write output: {0}")]
+struct OutputError(std::io::Error);
+
+/// Writes `text` to standard output and flushes it, mapping a failure to `OutputError`
+/// (`print!` would panic).
+fn emit(text: &str) -> Result<(), OutputError> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(OutputError)
+}
+
+/// One line on standard error; if even that cannot be written there is no one to tell
+/// (`eprintln!` would panic).
+fn say(line: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
 }
 
 /// The error and its causes, each said once: our errors already carry their cause's text.
