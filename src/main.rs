@@ -149,7 +149,7 @@ fn main() -> ExitCode {
                 simulate(scenario).await
             }
             Command::CheckConfig { config } => {
-                let config = Config::load(&config)?;
+                let config = Config::load_checked(&config)?;
                 let mut text = toml::to_string(&config)?;
                 if config.door.time_zone.is_none() {
                     // TOML has no null: say what the absent key means here.
@@ -290,7 +290,7 @@ async fn simulate(scenario: Scenario) -> anyhow::Result<()> {
 }
 
 async fn run(path: PathBuf) -> anyhow::Result<()> {
-    let config = Config::load(&path)?;
+    let config = Config::load_checked(&path)?;
     init_logging(&config.log);
     // systemd (Type=notify): a malformed socket variable costs supervision, never the door.
     let service = acceso::service::Service::from_env().unwrap_or_else(|e| {

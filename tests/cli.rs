@@ -222,6 +222,10 @@ fn malformed_scenario_exits_non_zero_naming_the_step() {
         ),
         (r#"{"config":{"broker":{"colour":1}},"steps":[]}"#, "colour"),
         (r#"{"steps":[{"card":"not a uid"}]}"#, "step 1"),
+        (
+            r#"{"config":{"sync":{"public_keys":["/nonexistent.pem"]}},"steps":[]}"#,
+            "sync.public_keys[0]`: cannot read /nonexistent.pem",
+        ),
     ];
     for (text, expect) in cases {
         let path = dir.path().join("s.json");
@@ -252,16 +256,80 @@ fn malformed_config_exits_non_zero_naming_the_key() {
             "port",
         ),
         ("device_id = \"d\"\n[door\n", "line 2"),
+        (
+            "device_id = \"d\"\n[door]\nname = \"f\"\n[reader]\nspi_device = \"\"\n",
+            "`reader.spi_device`: is empty",
+        ),
+        (
+            "device_id = \"d\"\n[door]\nname = \"f\"\n[camera]\ndevice = \"\"\n",
+            "`camera.device`: is empty",
+        ),
+        (
+            "device_id = \"d\"\n[door]\nname = \"f\"\n[face]\nmodels_dir = \"\"\n",
+            "`face.models_dir`: is empty",
+        ),
+        (
+            "device_id = \"d\"\n[door]\nname = \"f\"\n[sync]\npublic_keys = [\"\"]\n",
+            "`sync.public_keys[0]`: is empty",
+        ),
     ];
+    // What the config names must be there: the pinned keys load (each named by its place in
+    // the list, and its file), the state directory is one. `run` fails before it starts
+    // anything, as `check-config` does, with 2: systemd does not restart a bad config.
+    let junk = dir.path().join("junk.pem");
+    std::fs::write(
+        &junk,
+        "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n",
+    )
+    .unwrap();
+    let a_file = dir.path().join("a-file");
+    std::fs::write(&a_file, "").unwrap();
+    let ok_key = dir.path().join("ok.pem");
+    std::fs::write(
+        &ok_key,
+        acceso_protocol::SigningKey::generate()
+            .unwrap()
+            .public_key()
+            .to_pem(),
+    )
+    .unwrap();
+    let head = "device_id = \"d\"\n[door]\nname = \"f\"\n";
+    let named = [
+        (
+            format!("{head}[sync]\npublic_keys = [\"/nonexistent.pem\"]\n"),
+            "key `sync.public_keys[0]`: cannot read /nonexistent.pem".to_string(),
+        ),
+        (
+            format!(
+                "{head}[sync]\npublic_keys = [\"{}\", \"{}\"]\n",
+                ok_key.display(),
+                junk.display()
+            ),
+            format!("key `sync.public_keys[1]`: {}", junk.display()),
+        ),
+        (
+            format!("state_dir = \"{}\"\n{head}", a_file.display()),
+            format!("key `state_dir`: {} is not a directory", a_file.display()),
+        ),
+        (
+            format!("state_dir = \"{}/state\"\n{head}", a_file.display()),
+            format!("{} is not a directory", a_file.display()),
+        ),
+    ];
+    let cases = cases
+        .iter()
+        .map(|(t, k)| (t.to_string(), k.to_string()))
+        .chain(named);
     for (text, key) in cases {
         let path = dir.path().join("acceso.toml");
         let mut f = std::fs::File::create(&path).unwrap();
         f.write_all(text.as_bytes()).unwrap();
         for cmd in ["run", "check-config"] {
             let out = acceso(&[cmd, "--config", path.to_str().unwrap()]);
-            assert_eq!(out.status.code(), Some(2), "{cmd} {text}");
             let err = String::from_utf8_lossy(&out.stderr);
-            assert!(err.contains(key), "{cmd} {text}: {err}");
+            assert_eq!(out.status.code(), Some(2), "{cmd} {text}: {err}");
+            assert!(err.contains(&key), "{cmd} {text}: {err}");
+            assert!(out.stdout.is_empty(), "{cmd} {text}: printed a bad config");
         }
     }
     let out = acceso(&["run", "--config", "/nonexistent/acceso.toml"]);

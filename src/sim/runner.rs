@@ -277,6 +277,10 @@ pub async fn run_scenario(
             .map_err(|e| SimError::Scenario(format!("cannot write {}: {e}", pem.display())))?;
         config.sync.public_keys = vec![pem];
     }
+    // Keys the scenario pins must load, as `acceso run` checks them before anything runs.
+    config
+        .check_files()
+        .map_err(|e| SimError::Scenario(e.to_string()))?;
     // Everything about the photos is checked, and enrolled faces computed, before anything runs.
     let steps = prepare_steps(scenario, &config)?;
     let external = scenario
