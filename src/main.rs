@@ -39,7 +39,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the door agent (the daemon) until SIGTERM or SIGINT.
+    /// Run the door agent (the daemon) until SIGTERM, SIGINT (or any other signal that would
+    /// end it), then stop with the door locked.
     Run {
         /// The configuration file.
         #[arg(long, default_value = "/etc/acceso/acceso.toml")]
@@ -292,6 +293,9 @@ async fn simulate(scenario: Scenario) -> anyhow::Result<()> {
 async fn run(path: PathBuf) -> anyhow::Result<()> {
     let config = Config::load_checked(&path)?;
     init_logging(&config.log);
+    // Listened for from the start: a stop signal while the agent starts stops it, locked, once
+    // it has started, instead of ending the process half-way.
+    let stop_signals = StopSignals::listen()?;
     // systemd (Type=notify): a malformed socket variable costs supervision, never the door.
     let service = acceso::service::Service::from_env().unwrap_or_else(|e| {
         tracing::error!("{e}; running without telling systemd");
@@ -393,7 +397,7 @@ async fn run(path: PathBuf) -> anyhow::Result<()> {
         reporter,
         supervisor_cancel.clone(),
     ));
-    let stop = wait_for_stop_signal().await;
+    stop_signals.wait().await;
     service.stopping("stopping: locking the door, keeping queued events");
     supervisor_cancel.cancel();
     if let Err(e) = supervisor.await {
@@ -406,23 +410,81 @@ async fn run(path: PathBuf) -> anyhow::Result<()> {
     if let Err(e) = keeper.await {
         tracing::error!("clock keeper failed: {e}");
     }
-    // A stop signal that could not be listened for still stops the door locked.
-    stop
+    Ok(())
 }
 
-async fn wait_for_stop_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
-    // A closed terminal must not kill the agent without locking the door: stop the same way.
-    let mut hup = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
-    let name = tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-        _ = hup.recv() => "SIGHUP",
-    };
-    tracing::info!("{name} received");
-    Ok(())
+/// The signals that stop the agent as SIGTERM does (the lock locked, queued events kept):
+/// every one whose default action would end the process without that, and that can be caught
+/// and arrives from outside. Not among them: SIGKILL and SIGSTOP (cannot be caught); SIGPIPE
+/// (ignored by the Rust runtime: a closed socket is an error to handle, not a stop); SIGABRT
+/// (systemd's watchdog signal for a stuck agent, and the release build's panic abort after the
+/// panic guard has locked the door: it must still end the process, with a core); SIGSEGV,
+/// SIGBUS, SIGILL, SIGFPE, SIGTRAP and SIGSYS (faults of the thread that caused them, which
+/// cannot go on running); SIGCHLD, SIGCONT, SIGURG, SIGWINCH (ignored by default).
+fn stop_signals() -> Vec<(String, libc::c_int)> {
+    let mut signals: Vec<(String, libc::c_int)> = [
+        ("SIGTERM", libc::SIGTERM),
+        ("SIGINT", libc::SIGINT),
+        // A closed terminal must not kill the agent without locking the door.
+        ("SIGHUP", libc::SIGHUP),
+        ("SIGQUIT", libc::SIGQUIT),
+        ("SIGUSR1", libc::SIGUSR1),
+        ("SIGUSR2", libc::SIGUSR2),
+        ("SIGALRM", libc::SIGALRM),
+        ("SIGVTALRM", libc::SIGVTALRM),
+        ("SIGPROF", libc::SIGPROF),
+        ("SIGIO", libc::SIGIO),
+        ("SIGPWR", libc::SIGPWR),
+        ("SIGSTKFLT", libc::SIGSTKFLT),
+        // Over a CPU time or file size limit: stop while we still can.
+        ("SIGXCPU", libc::SIGXCPU),
+        ("SIGXFSZ", libc::SIGXFSZ),
+    ]
+    .into_iter()
+    .map(|(name, n)| (name.to_string(), n))
+    .collect();
+    // Real-time signals end the process by default too (the C library keeps the first few
+    // below SIGRTMIN for itself).
+    let (min, max) = (libc::SIGRTMIN(), libc::SIGRTMAX());
+    for n in min..=max {
+        // As kill(1) names them.
+        let name = match n - min {
+            0 => "SIGRTMIN".to_string(),
+            k => format!("SIGRTMIN+{k}"),
+        };
+        signals.push((name, n));
+    }
+    signals
+}
+
+/// Every stop signal, listened for.
+struct StopSignals(Vec<(String, tokio::signal::unix::Signal)>);
+
+impl StopSignals {
+    fn listen() -> anyhow::Result<StopSignals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut streams = Vec::new();
+        for (name, n) in stop_signals() {
+            let stream = signal(SignalKind::from_raw(n))
+                .with_context(|| format!("cannot listen for {name}"))?;
+            streams.push((name, stream));
+        }
+        Ok(StopSignals(streams))
+    }
+
+    /// Until the first of them arrives (or arrived since `listen`).
+    async fn wait(mut self) {
+        let name = std::future::poll_fn(|cx| {
+            for (name, stream) in &mut self.0 {
+                if stream.poll_recv(cx).is_ready() {
+                    return std::task::Poll::Ready(name.clone());
+                }
+            }
+            std::task::Poll::Pending
+        })
+        .await;
+        tracing::info!("{name} received");
+    }
 }
 
 fn init_logging(default: &str) {
