@@ -650,13 +650,21 @@ fn face_only_door_denies_cards_needs_agreeing_frames_and_decides_once_per_visit(
 
 #[cfg(feature = "face")]
 #[test]
-fn a_face_step_on_a_card_door_or_a_missing_photo_is_refused_before_anything_runs() {
+fn a_face_step_on_a_card_door_or_a_photo_that_is_not_a_file_is_refused_before_anything_runs() {
     let dir = tempfile::tempdir().unwrap();
     let cases = [
         (r#"{"steps":[{"face":"x.jpg"}]}"#, "door.mode"),
         (
             r#"{"config":{"door":{"mode":"face"}},"steps":[{"face":"missing.jpg"}]}"#,
             "missing.jpg not found",
+        ),
+        (
+            r#"{"config":{"door":{"mode":"face"}},"steps":[{"wait_ms":1},{"face":"photos"}]}"#,
+            "photos is a directory, not an image file",
+        ),
+        (
+            r#"{"config":{"door":{"mode":"face"}},"steps":[{"update":{"version":1,"op":"upsert_user","user":{"id":"d","name":"D","face_photos":["photos"]}}}]}"#,
+            "photos is a directory",
         ),
         (
             r#"{"config":{"door":{"mode":"face"}},"steps":[{"update":{"version":1,"op":"upsert_user","user":{"id":"d","name":"D","face_photos":["dogs.jpg"]}}}]}"#,
@@ -668,6 +676,7 @@ fn a_face_step_on_a_card_door_or_a_missing_photo_is_refused_before_anything_runs
         ),
     ];
     std::fs::write(dir.path().join("x.jpg"), b"").unwrap();
+    std::fs::create_dir(dir.path().join("photos")).unwrap();
     for (from, to) in [
         ("noface/dogs.jpg", "dogs.jpg"),
         ("portraits/obama.jpg", "obama.jpg"),
