@@ -246,8 +246,8 @@ pub struct DoorConfig {
     /// door contact). Default true.
     #[serde(default = "yes")]
     pub relock_on_close: bool,
-    /// Raise the held-open alarm when the door stays open this long, in milliseconds; 0 = never.
-    /// Default 30000.
+    /// Raise the held-open alarm when the door stays open this long, in milliseconds; 0 = never,
+    /// otherwise at least 1000. Default 30000.
     #[serde(default = "default_held_open_ms")]
     pub held_open_ms: u64,
     /// The door's IANA time zone (`Europe/Madrid`), the local time of users' schedules.
@@ -410,7 +410,7 @@ pub struct ReaderConfig {
     #[serde(default = "default_poll_ms")]
     pub poll_ms: u64,
     /// A card left in the field counts as a new tap after this many milliseconds; 0 = never
-    /// (it must leave first). Default 0.
+    /// (it must leave first), otherwise at least 1000. Default 0.
     #[serde(default)]
     pub rearm_ms: u64,
     /// Longest time one exchange with the chip may take before the reader counts as failed
