@@ -21,14 +21,34 @@ pub enum ConfigError {
     #[error("config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("config key `{key}`: {reason}")]
-    Invalid { key: &'static str, reason: String },
+    Invalid { key: String, reason: String },
 }
 
-fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
+fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
-        key,
+        key: key.into(),
         reason: reason.into(),
     }
+}
+
+/// An `Invalid` error of the file at `path`, as the file's error naming the key.
+fn in_file(path: &Path, e: ConfigError) -> ConfigError {
+    match e {
+        ConfigError::Invalid { key, reason } => ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: format!("key `{key}`: {reason}"),
+        },
+        other => other,
+    }
+}
+
+/// A path key that is set must not be empty: an empty path names nothing (the file or
+/// device would be looked for as "", and the error would not say which key it came from).
+fn not_empty(key: impl Into<String>, path: &Path) -> Result<(), ConfigError> {
+    if path.as_os_str().is_empty() {
+        return Err(invalid(key, "is empty"));
+    }
+    Ok(())
 }
 
 /// The agent's whole configuration (`/etc/acceso/acceso.toml`).
@@ -137,23 +157,19 @@ impl SyncConfig {
         Ok(())
     }
 
-    /// Reads the pinned keys. An unreadable or wrong file is an error naming it.
+    /// Reads the pinned keys. An unreadable or wrong file is an error naming its key
+    /// (`sync.public_keys[0]`) and the file.
     pub fn trusted_keys(&self) -> Result<acceso_protocol::TrustedKeys, ConfigError> {
         let mut keys = Vec::new();
         for (i, path) in self.public_keys.iter().enumerate() {
+            let key = format!("sync.public_keys[{i}]");
+            not_empty(key.as_str(), path)?;
             let pem = std::fs::read(path).map_err(|e| {
-                invalid(
-                    "sync.public_keys",
-                    format!("[{i}]: cannot read {}: {e}", path.display()),
-                )
+                invalid(key.as_str(), format!("cannot read {}: {e}", path.display()))
             })?;
-            let key = acceso_protocol::PublicKey::from_pem(&pem).map_err(|e| {
-                invalid(
-                    "sync.public_keys",
-                    format!("[{i}]: {}: {e}", path.display()),
-                )
-            })?;
-            keys.push(key);
+            let public = acceso_protocol::PublicKey::from_pem(&pem)
+                .map_err(|e| invalid(key.as_str(), format!("{}: {e}", path.display())))?;
+            keys.push(public);
         }
         Ok(acceso_protocol::TrustedKeys::new(keys))
     }
@@ -230,8 +246,8 @@ pub struct DoorConfig {
     /// door contact). Default true.
     #[serde(default = "yes")]
     pub relock_on_close: bool,
-    /// Raise the held-open alarm when the door stays open this long, in milliseconds; 0 = never.
-    /// Default 30000.
+    /// Raise the held-open alarm when the door stays open this long, in milliseconds; 0 = never,
+    /// otherwise at least 1000. Default 30000.
     #[serde(default = "default_held_open_ms")]
     pub held_open_ms: u64,
     /// The door's IANA time zone (`Europe/Madrid`), the local time of users' schedules.
@@ -394,7 +410,7 @@ pub struct ReaderConfig {
     #[serde(default = "default_poll_ms")]
     pub poll_ms: u64,
     /// A card left in the field counts as a new tap after this many milliseconds; 0 = never
-    /// (it must leave first). Default 0.
+    /// (it must leave first), otherwise at least 1000. Default 0.
     #[serde(default)]
     pub rearm_ms: u64,
     /// Longest time one exchange with the chip may take before the reader counts as failed
@@ -559,20 +575,54 @@ impl Config {
         Config::from_toml(&text, path)
     }
 
+    /// Reads, parses and validates a config file, then makes the checks that read what it
+    /// names ([`Config::check_files`]): what `acceso run` and `acceso check-config` load, so a
+    /// config that cannot run fails at once as a bad config (exit 2), not later in the agent.
+    pub fn load_checked(path: &Path) -> Result<Config, ConfigError> {
+        let config = Config::load(path)?;
+        config.check_files().map_err(|e| in_file(path, e))?;
+        Ok(config)
+    }
+
     /// Parses and validates TOML text; `path` only names it in errors.
     pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
-        config.validate().map_err(|e| match e {
-            ConfigError::Invalid { key, reason } => ConfigError::Parse {
-                path: path.to_path_buf(),
-                message: format!("key `{key}`: {reason}"),
-            },
-            other => other,
-        })?;
+        config.validate().map_err(|e| in_file(path, e))?;
         Ok(config)
+    }
+
+    /// The checks that read the files and directories the config names, beyond `validate`
+    /// (which reads nothing): the pinned sync keys load (each error names its key,
+    /// `sync.public_keys[0]`, and the file), and `state_dir` is a directory or can be made
+    /// one (nothing on its path is a file). `acceso doctor` makes these as checks of their
+    /// own, after the config's.
+    pub fn check_files(&self) -> Result<(), ConfigError> {
+        self.sync.trusted_keys()?;
+        // The nearest part of the path that exists must be a directory: the state directory
+        // itself, or where it will be created.
+        if let Some((existing, meta)) = self
+            .state_dir
+            .ancestors()
+            .filter(|p| !p.as_os_str().is_empty())
+            .find_map(|p| std::fs::metadata(p).ok().map(|m| (p, m)))
+        {
+            if !meta.is_dir() {
+                let what = if existing == self.state_dir {
+                    format!("{} is not a directory", existing.display())
+                } else {
+                    format!(
+                        "{} cannot be created: {} is not a directory",
+                        self.state_dir.display(),
+                        existing.display()
+                    )
+                };
+                return Err(invalid("state_dir", what));
+            }
+        }
+        Ok(())
     }
 
     /// A complete configuration for simulation: every key at its default, a given state dir.
@@ -638,8 +688,16 @@ impl Config {
                 ),
             ));
         }
-        if self.state_dir.as_os_str().is_empty() {
-            return Err(invalid("state_dir", "is empty"));
+        not_empty("state_dir", &self.state_dir)?;
+        not_empty("reader.spi_device", &self.reader.spi_device)?;
+        for (key, file) in [
+            ("broker.ca_file", &self.broker.ca_file),
+            ("broker.cert_file", &self.broker.cert_file),
+            ("broker.key_file", &self.broker.key_file),
+        ] {
+            if let Some(file) = file {
+                not_empty(key, file)?;
+            }
         }
         if self.door.name.trim().is_empty() || self.door.name.chars().any(char::is_control) {
             return Err(invalid(
@@ -802,15 +860,15 @@ impl Config {
             ("inputs.door_contact_pin", self.inputs.door_contact_pin),
             ("inputs.exit_button_pin", self.inputs.exit_button_pin),
         ];
-        for (i, (key, pin)) in pins.iter().enumerate() {
+        for (i, &(key, pin)) in pins.iter().enumerate() {
             let Some(pin) = pin else { continue };
-            if *pin > 27 {
+            if pin > 27 {
                 return Err(invalid(
                     key,
                     format!("GPIO {pin} is not on the header (BCM 0 to 27)"),
                 ));
             }
-            if let Some((other, _)) = pins[..i].iter().find(|(_, p)| *p == Some(*pin)) {
+            if let Some((other, _)) = pins[..i].iter().find(|(_, p)| *p == Some(pin)) {
                 return Err(invalid(key, format!("GPIO {pin} is already {other}")));
             }
         }
@@ -972,6 +1030,88 @@ mod tests {
         }
         let err = load("device_id = \"a/b\"\n[door]\nname = \"f\"\n").unwrap_err();
         assert!(err.contains("device_id"), "{err}");
+    }
+
+    #[test]
+    fn empty_paths_are_named_by_their_key() {
+        for (tail, key) in [
+            ("state_dir = \"\"\n[door]\nname = \"f\"\n", "`state_dir`"),
+            (
+                "[door]\nname = \"f\"\n[reader]\nspi_device = \"\"\n",
+                "`reader.spi_device`",
+            ),
+            (
+                "[door]\nname = \"f\"\n[camera]\ndevice = \"\"\n",
+                "`camera.device`",
+            ),
+            (
+                "[door]\nname = \"f\"\n[face]\nmodels_dir = \"\"\n",
+                "`face.models_dir`",
+            ),
+            (
+                "[door]\nname = \"f\"\n[broker]\ntls = true\nca_file = \"\"\ncert_file = \"c\"\nkey_file = \"k\"\n",
+                "`broker.ca_file`",
+            ),
+        ] {
+            let err = load(&format!("device_id = \"d\"\n{tail}")).unwrap_err();
+            assert!(err.contains(key) && err.contains("is empty"), "{tail}: {err}");
+        }
+    }
+
+    #[test]
+    fn check_files_loads_the_pinned_keys_and_needs_a_directory_for_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = Config::sim_defaults(&dir.path().join("state"));
+        c.check_files().unwrap();
+        let good = dir.path().join("good.pem");
+        std::fs::write(
+            &good,
+            acceso_protocol::SigningKey::generate()
+                .unwrap()
+                .public_key()
+                .to_pem(),
+        )
+        .unwrap();
+        let junk = dir.path().join("junk.pem");
+        std::fs::write(&junk, "not a key").unwrap();
+        c.sync.public_keys = vec![good.clone()];
+        c.check_files().unwrap();
+        c.sync.public_keys = vec![good.clone(), junk.clone()];
+        let err = c.check_files().unwrap_err().to_string();
+        assert!(
+            err.starts_with("config key `sync.public_keys[1]`: ")
+                && err.contains(&junk.display().to_string()),
+            "{err}"
+        );
+        c.sync.public_keys = vec![dir.path().join("missing.pem")];
+        let err = c.check_files().unwrap_err().to_string();
+        assert!(
+            err.contains("`sync.public_keys[0]`: cannot read") && err.contains("missing.pem"),
+            "{err}"
+        );
+        c.sync.public_keys = vec![PathBuf::new()];
+        let err = c.check_files().unwrap_err().to_string();
+        assert!(err.contains("`sync.public_keys[0]`: is empty"), "{err}");
+        c.sync.public_keys = vec![];
+        // A file where the state directory should be, or on the way to it.
+        c.state_dir = good.clone();
+        let err = c.check_files().unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!(
+                "config key `state_dir`: {} is not a directory",
+                good.display()
+            )
+        );
+        c.state_dir = good.join("state");
+        let err = c.check_files().unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("{} is not a directory", good.display())),
+            "{err}"
+        );
+        // Not there yet, under a directory: created at start.
+        c.state_dir = dir.path().join("a/b/c");
+        c.check_files().unwrap();
     }
 
     #[test]

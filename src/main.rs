@@ -1,5 +1,6 @@
 //! The `acceso` command line.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -38,7 +39,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the door agent (the daemon) until SIGTERM or SIGINT.
+    /// Run the door agent (the daemon) until SIGTERM, SIGINT (or any other signal that would
+    /// end it), then stop with the door locked.
     Run {
         /// The configuration file.
         #[arg(long, default_value = "/etc/acceso/acceso.toml")]
@@ -111,14 +113,25 @@ enum FaceCommand {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // --help, --version (exit 0) or a usage error (exit 2), printed by clap; its help
+        // written to a closed pipe is an error here too.
+        Err(e) => {
+            if let Err(w) = e.print() {
+                say(&format!("acceso: {}", OutputError(w)));
+                return ExitCode::FAILURE;
+            }
+            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(1));
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("acceso: cannot start the async runtime: {e}");
+            say(&format!("acceso: cannot start the async runtime: {e}"));
             return ExitCode::FAILURE;
         }
     };
@@ -137,16 +150,17 @@ fn main() -> ExitCode {
                 simulate(scenario).await
             }
             Command::CheckConfig { config } => {
-                let config = Config::load(&config)?;
-                print!("{}", toml::to_string(&config)?);
+                let config = Config::load_checked(&config)?;
+                let mut text = toml::to_string(&config)?;
                 if config.door.time_zone.is_none() {
                     // TOML has no null: say what the absent key means here.
                     let zone = config.door.zone().map_err(anyhow::Error::msg)?;
-                    println!(
-                        "# door.time_zone is not set: schedules use the system's, {}",
+                    text.push_str(&format!(
+                        "# door.time_zone is not set: schedules use the system's, {}\n",
                         zone.iana_name().unwrap_or("(unnamed)")
-                    );
+                    ));
                 }
+                emit(&text)?;
                 Ok(())
             }
             Command::Doctor { config } => {
@@ -155,7 +169,7 @@ fn main() -> ExitCode {
                 })
                 .await
                 .context("doctor failed")?;
-                print!("{}", report.render());
+                emit(&report.render())?;
                 if !report.passed() {
                     return Err(DoctorFailed.into());
                 }
@@ -175,7 +189,7 @@ fn main() -> ExitCode {
                 let models = models.unwrap_or_else(cli::default_models_dir);
                 let mut engine = cli::load_engine(&models)?;
                 let user = cli::enroll(&mut engine, &id, &name, &cards, &photos)?;
-                println!("{}", serde_json::to_string_pretty(&user)?);
+                emit(&format!("{}\n", serde_json::to_string_pretty(&user)?))?;
                 Ok(())
             }
         }
@@ -185,7 +199,7 @@ fn main() -> ExitCode {
         // The report said what failed and what to do.
         Err(e) if e.is::<DoctorFailed>() => ExitCode::FAILURE,
         Err(e) => {
-            eprintln!("acceso: {}", chain(&e));
+            say(&format!("acceso: {}", chain(&e)));
             // 2: the input (config, scenario) is wrong; 1: anything else.
             let bad_input = e.downcast_ref::<acceso::config::ConfigError>().is_some()
                 || matches!(e.downcast_ref::<SimError>(), Some(SimError::Scenario(_)))
@@ -219,21 +233,41 @@ fn face_command(command: FaceCommand) -> anyhow::Result<()> {
         FaceCommand::Embed { models, images } => {
             let models = models.unwrap_or_else(cli::default_models_dir);
             let mut engine = cli::load_engine(&models)?;
+            // One line per image as it is done, so a long list shows progress.
             for image in &images {
-                println!(
-                    "{}",
-                    serde_json::to_string(&cli::embed_photo(&mut engine, image)?)?
-                );
+                let report = cli::embed_photo(&mut engine, image)?;
+                emit(&format!("{}\n", serde_json::to_string(&report)?))?;
             }
         }
         FaceCommand::Compare { models, a, b } => {
             let models = models.unwrap_or_else(cli::default_models_dir);
             let mut engine = cli::load_engine(&models)?;
             let out = cli::compare_photos(&mut engine, &a, &b)?;
-            println!("{}", serde_json::to_string_pretty(&out)?);
+            emit(&format!("{}\n", serde_json::to_string_pretty(&out)?))?;
         }
     }
     Ok(())
+}
+
+/// Standard output could not be written (a closed pipe, a full disk): exit 1 saying so,
+/// never a panic (as `sim` and `demo` do, `SimError::Output`).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write output: {0}")]
+struct OutputError(std::io::Error);
+
+/// Writes `text` to standard output and flushes it, mapping a failure to `OutputError`
+/// (`print!` would panic).
+fn emit(text: &str) -> Result<(), OutputError> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(OutputError)
+}
+
+/// One line on standard error; if even that cannot be written there is no one to tell
+/// (`eprintln!` would panic).
+fn say(line: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
 }
 
 /// The error and its causes, each said once: our errors already carry their cause's text.
@@ -257,8 +291,11 @@ async fn simulate(scenario: Scenario) -> anyhow::Result<()> {
 }
 
 async fn run(path: PathBuf) -> anyhow::Result<()> {
-    let config = Config::load(&path)?;
+    let config = Config::load_checked(&path)?;
     init_logging(&config.log);
+    // Listened for from the start: a stop signal while the agent starts stops it, locked, once
+    // it has started, instead of ending the process half-way.
+    let stop_signals = StopSignals::listen()?;
     // systemd (Type=notify): a malformed socket variable costs supervision, never the door.
     let service = acceso::service::Service::from_env().unwrap_or_else(|e| {
         tracing::error!("{e}; running without telling systemd");
@@ -360,7 +397,7 @@ async fn run(path: PathBuf) -> anyhow::Result<()> {
         reporter,
         supervisor_cancel.clone(),
     ));
-    let stop = wait_for_stop_signal().await;
+    stop_signals.wait().await;
     service.stopping("stopping: locking the door, keeping queued events");
     supervisor_cancel.cancel();
     if let Err(e) = supervisor.await {
@@ -373,23 +410,81 @@ async fn run(path: PathBuf) -> anyhow::Result<()> {
     if let Err(e) = keeper.await {
         tracing::error!("clock keeper failed: {e}");
     }
-    // A stop signal that could not be listened for still stops the door locked.
-    stop
+    Ok(())
 }
 
-async fn wait_for_stop_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
-    // A closed terminal must not kill the agent without locking the door: stop the same way.
-    let mut hup = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
-    let name = tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-        _ = hup.recv() => "SIGHUP",
-    };
-    tracing::info!("{name} received");
-    Ok(())
+/// The signals that stop the agent as SIGTERM does (the lock locked, queued events kept):
+/// every one whose default action would end the process without that, and that can be caught
+/// and arrives from outside. Not among them: SIGKILL and SIGSTOP (cannot be caught); SIGPIPE
+/// (ignored by the Rust runtime: a closed socket is an error to handle, not a stop); SIGABRT
+/// (systemd's watchdog signal for a stuck agent, and the release build's panic abort after the
+/// panic guard has locked the door: it must still end the process, with a core); SIGSEGV,
+/// SIGBUS, SIGILL, SIGFPE, SIGTRAP and SIGSYS (faults of the thread that caused them, which
+/// cannot go on running); SIGCHLD, SIGCONT, SIGURG, SIGWINCH (ignored by default).
+fn stop_signals() -> Vec<(String, libc::c_int)> {
+    let mut signals: Vec<(String, libc::c_int)> = [
+        ("SIGTERM", libc::SIGTERM),
+        ("SIGINT", libc::SIGINT),
+        // A closed terminal must not kill the agent without locking the door.
+        ("SIGHUP", libc::SIGHUP),
+        ("SIGQUIT", libc::SIGQUIT),
+        ("SIGUSR1", libc::SIGUSR1),
+        ("SIGUSR2", libc::SIGUSR2),
+        ("SIGALRM", libc::SIGALRM),
+        ("SIGVTALRM", libc::SIGVTALRM),
+        ("SIGPROF", libc::SIGPROF),
+        ("SIGIO", libc::SIGIO),
+        ("SIGPWR", libc::SIGPWR),
+        ("SIGSTKFLT", libc::SIGSTKFLT),
+        // Over a CPU time or file size limit: stop while we still can.
+        ("SIGXCPU", libc::SIGXCPU),
+        ("SIGXFSZ", libc::SIGXFSZ),
+    ]
+    .into_iter()
+    .map(|(name, n)| (name.to_string(), n))
+    .collect();
+    // Real-time signals end the process by default too (the C library keeps the first few
+    // below SIGRTMIN for itself).
+    let (min, max) = (libc::SIGRTMIN(), libc::SIGRTMAX());
+    for n in min..=max {
+        // As kill(1) names them.
+        let name = match n - min {
+            0 => "SIGRTMIN".to_string(),
+            k => format!("SIGRTMIN+{k}"),
+        };
+        signals.push((name, n));
+    }
+    signals
+}
+
+/// Every stop signal, listened for.
+struct StopSignals(Vec<(String, tokio::signal::unix::Signal)>);
+
+impl StopSignals {
+    fn listen() -> anyhow::Result<StopSignals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut streams = Vec::new();
+        for (name, n) in stop_signals() {
+            let stream = signal(SignalKind::from_raw(n))
+                .with_context(|| format!("cannot listen for {name}"))?;
+            streams.push((name, stream));
+        }
+        Ok(StopSignals(streams))
+    }
+
+    /// Until the first of them arrives (or arrived since `listen`).
+    async fn wait(mut self) {
+        let name = std::future::poll_fn(|cx| {
+            for (name, stream) in &mut self.0 {
+                if stream.poll_recv(cx).is_ready() {
+                    return std::task::Poll::Ready(name.clone());
+                }
+            }
+            std::task::Poll::Pending
+        })
+        .await;
+        tracing::info!("{name} received");
+    }
 }
 
 fn init_logging(default: &str) {

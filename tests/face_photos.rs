@@ -589,6 +589,53 @@ mod cli {
         assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     }
 
+    /// What a door would refuse in an update is refused at enrolment, by the protocol's own
+    /// checks: exit 2 with the reason, and nothing printed to paste into an update.
+    #[test]
+    fn enroll_refuses_a_user_the_doors_would_reject() {
+        let obama = photo("portraits/obama.jpg");
+        let long_id = "x".repeat(300);
+        let long_name = "n".repeat(300);
+        for (args, why) in [
+            (
+                vec![
+                    "--id",
+                    "ok",
+                    "--name",
+                    "ok",
+                    "--card",
+                    "01020304",
+                    "--card",
+                    "01:02:03:04",
+                ],
+                "user.cards lists 01020304 twice",
+            ),
+            (vec!["--id", long_id.as_str(), "--name", "ok"], "user.id"),
+            (vec!["--id", "ok", "--name", "tab\there"], "user.name"),
+            (
+                vec!["--id", "ok", "--name", long_name.as_str()],
+                "user.name",
+            ),
+            (vec!["--id", " ", "--name", "ok"], "user.id is empty"),
+            (vec!["--id", "line\nbreak", "--name", "ok"], "user.id"),
+        ] {
+            let mut args: Vec<&str> = [&["enroll"][..], &args].concat();
+            args.push(&obama);
+            let out = acceso(&args);
+            let err = stderr(&out);
+            assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+            assert!(
+                err.contains("cannot enroll") && err.contains(why),
+                "{args:?}: {err}"
+            );
+            assert!(
+                out.stdout.is_empty(),
+                "{args:?} printed {}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+    }
+
     /// A tight crop (the face filling the picture) is found by every command, as enrolment
     /// finds it, with coordinates in the photo's own frame.
     #[test]

@@ -47,6 +47,24 @@ fn the_packaged_config_is_valid_once_the_required_keys_are_set() {
         let f = f.as_ref().expect("set");
         assert!(f.starts_with("/etc/acceso/certs"), "{}", f.display());
     }
+    // It pins the cloud's signing key where step 4 of the README installs it; `run` and
+    // `check-config` load that file (here: any P-256 key in its place) before anything runs.
+    let pinned = Path::new("/etc/acceso/certs/sync-signing-key.pem");
+    assert_eq!(config.sync.public_keys, [pinned]);
+    let key = dir.path().join("sync-signing-key.pem");
+    std::fs::write(
+        &key,
+        acceso_protocol::SigningKey::generate()
+            .unwrap()
+            .public_key()
+            .to_pem(),
+    )
+    .unwrap();
+    let installed = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace(pinned.to_str().unwrap(), key.to_str().unwrap());
+    std::fs::write(&path, installed).unwrap();
+    Config::load_checked(&path).unwrap_or_else(|e| panic!("{e}"));
 }
 
 #[test]

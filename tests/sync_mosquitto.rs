@@ -376,9 +376,12 @@ fn a_bad_key_file_stops_the_start_and_names_the_file() {
     }
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("sync.public_keys"), "{err}");
+    // A bad config (2): systemd does not restart it (RestartPreventExitStatus=2).
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("key `sync.public_keys[0]`"), "{err}");
     assert!(err.contains("cloud.pem"), "{err}");
+    // Refused before anything started.
+    assert!(!dir.path().join("state").exists(), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::{invalid, ConfigError};
+use super::{invalid, not_empty, ConfigError};
 
 /// `[camera]`: the camera for face recognition.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -171,6 +171,7 @@ impl CameraConfig {
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
         in_range("camera.max_fps", self.max_fps, 1, 60)?;
         in_range("camera.reopen_after", self.reopen_after, 1, 100)?;
+        not_empty("camera.device", &self.device)?;
         if self.backend == CameraBackend::Gstreamer
             && self.pipeline.as_deref().is_none_or(|p| p.trim().is_empty())
         {
@@ -185,6 +186,7 @@ impl CameraConfig {
 
 impl FaceConfig {
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        not_empty("face.models_dir", &self.models_dir)?;
         in_range("face.threshold", self.threshold, 0.2, 0.95)?;
         in_range("face.margin", self.margin, 0.0, 0.5)?;
         in_range("face.frames", self.frames, 1, 30)?;

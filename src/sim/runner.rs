@@ -277,6 +277,10 @@ pub async fn run_scenario(
             .map_err(|e| SimError::Scenario(format!("cannot write {}: {e}", pem.display())))?;
         config.sync.public_keys = vec![pem];
     }
+    // Keys the scenario pins must load, as `acceso run` checks them before anything runs.
+    config
+        .check_files()
+        .map_err(|e| SimError::Scenario(e.to_string()))?;
     // Everything about the photos is checked, and enrolled faces computed, before anything runs.
     let steps = prepare_steps(scenario, &config)?;
     let external = scenario
@@ -617,15 +621,18 @@ fn prepare_steps(scenario: &Scenario, config: &Config) -> Result<Vec<Step>, SimE
     let faces_door = config.door.mode != DoorMode::Card;
     let photo = |i: usize, p: &std::path::Path| {
         let path = scenario.base.join(p);
-        if path.is_file() {
-            Ok(path)
-        } else {
-            Err(SimError::Scenario(format!(
-                "step {}: photo {} not found",
-                i + 1,
-                path.display()
-            )))
-        }
+        let problem = match std::fs::metadata(&path) {
+            Ok(m) if m.is_file() => return Ok(path),
+            Ok(m) if m.is_dir() => "is a directory, not an image file".to_string(),
+            Ok(_) => "is not a regular file".to_string(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => "not found".to_string(),
+            Err(e) => format!("cannot be read: {e}"),
+        };
+        Err(SimError::Scenario(format!(
+            "step {}: photo {} {problem}",
+            i + 1,
+            path.display()
+        )))
     };
     let mut steps = Vec::with_capacity(scenario.steps.len());
     // Updates with `face_photos`: (position in `steps`, the photos), enrolled together below

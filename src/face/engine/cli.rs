@@ -164,6 +164,8 @@ pub fn compare_photos(engine: &mut FaceEngine, a: &Path, b: &Path) -> Result<Com
 
 /// `acceso enroll`: a user with one embedding per photo. Each photo must show exactly one
 /// face: with two, which one is the user is a guess, and a wrong guess lets someone else in.
+/// The user passes the protocol's own checks (`User::validate`, as a door applies them to an
+/// update), so what is printed is never refused by the doors it is sent to.
 pub fn enroll(
     engine: &mut FaceEngine,
     id: &str,
@@ -171,9 +173,6 @@ pub fn enroll(
     cards: &[String],
     photos: &[PathBuf],
 ) -> Result<User, CliError> {
-    if id.trim().is_empty() {
-        return Err(CliError::bad("--id", "must not be empty"));
-    }
     let cards = cards
         .iter()
         .map(|c| {
@@ -181,19 +180,28 @@ pub fn enroll(
                 .map_err(|e| CliError::bad(format!("--card {c}"), e.to_string()))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let faces = super::agent::enrolment(engine, photos)?;
-    Ok(User {
+    let mut user = User {
         id: id.to_string(),
         name: name.to_string(),
         enabled: true,
         cards,
-        faces,
+        faces: vec![],
         valid_from: None,
         valid_until: None,
         doors: None,
         schedule: vec![],
         two_factor: false,
-    })
+    };
+    // Before the photos (seconds of work) what does not depend on them, after them the rest
+    // (the size of the whole user).
+    let check = |user: &User| {
+        user.validate()
+            .map_err(|reason| CliError::bad("cannot enroll", reason))
+    };
+    check(&user)?;
+    user.faces = super::agent::enrolment(engine, photos)?;
+    check(&user)?;
+    Ok(user)
 }
 
 #[cfg(test)]
