@@ -601,6 +601,21 @@ impl Config {
     /// own, after the config's.
     pub fn check_files(&self) -> Result<(), ConfigError> {
         self.sync.trusted_keys()?;
+        // The TLS files must be readable by this user: a missing or root-only file is a
+        // configuration error (exit 2, not retried), like a missing sync key.
+        if self.broker.tls {
+            for (key, path) in [
+                ("broker.ca_file", &self.broker.ca_file),
+                ("broker.cert_file", &self.broker.cert_file),
+                ("broker.key_file", &self.broker.key_file),
+            ] {
+                if let Some(path) = path {
+                    std::fs::File::open(path).map_err(|e| {
+                        invalid(key, format!("cannot read {}: {e}", path.display()))
+                    })?;
+                }
+            }
+        }
         // The nearest part of the path that exists must be a directory: the state directory
         // itself, or where it will be created.
         if let Some((existing, meta)) = self
@@ -889,6 +904,20 @@ impl Config {
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log) {
             return Err(invalid("log", format!("{:?}: {e}", self.log)));
+        }
+        // A bare word is a target name to the filter ("warning" would log only a target of
+        // that name, which is nothing): only levels stand alone here.
+        const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+        for directive in self.log.split(',').map(str::trim) {
+            let bare = !directive.contains('=') && !directive.contains('[');
+            if bare && !LEVELS.iter().any(|l| directive.eq_ignore_ascii_case(l)) {
+                return Err(invalid(
+                    "log",
+                    format!(
+                        "{directive:?} is not a level (trace, debug, info, warn, error, off) nor target=level: it would silence the agent"
+                    ),
+                ));
+            }
         }
         Ok(())
     }

@@ -19,7 +19,7 @@ pub struct InstanceLock {
 
 #[derive(Debug, thiserror::Error)]
 pub enum InstanceError {
-    #[error("another acceso is running with state directory {dir} ({holder}): stop it first (`systemctl stop acceso` for the service), or give this one another state_dir", dir = dir.display())]
+    #[error("another acceso is running with state directory {dir} ({holder}): stop it first (`systemctl stop acceso` for the service); a second door on this machine needs a config of its own: its own state_dir, device_id and relay pin", dir = dir.display())]
     Held { dir: PathBuf, holder: String },
     #[error("cannot lock {path}: {source}", path = path.display())]
     Io {

@@ -201,7 +201,16 @@ fn main() -> ExitCode {
         Err(e) => {
             say(&format!("acceso: {}", chain(&e)));
             // 2: the input (config, scenario) is wrong; 1: anything else.
-            let bad_input = e.downcast_ref::<acceso::config::ConfigError>().is_some()
+            // A TLS file that does not parse or fit (a key of another certificate) is the
+            // config's fault too: a restart cannot mend it.
+            let bad_tls = matches!(
+                e.downcast_ref::<acceso::agent::AgentError>(),
+                Some(acceso::agent::AgentError::Tls(
+                    acceso::cloud::tls::TlsSetupError::File { .. }
+                ))
+            );
+            let bad_input = bad_tls
+                || e.downcast_ref::<acceso::config::ConfigError>().is_some()
                 || matches!(e.downcast_ref::<SimError>(), Some(SimError::Scenario(_)))
                 || face_bad_input(&e);
             ExitCode::from(if bad_input { 2 } else { 1 })

@@ -272,6 +272,15 @@ fn malformed_config_exits_non_zero_naming_the_key() {
             "device_id = \"d\"\n[door]\nname = \"f\"\n[sync]\npublic_keys = [\"\"]\n",
             "`sync.public_keys[0]`: is empty",
         ),
+        // A filter that matches nothing would silence the agent: journalctl's spelling.
+        (
+            "device_id = \"d\"\nlog = \"warning\"\n[door]\nname = \"f\"\n",
+            "`log`: \"warning\" is not a level",
+        ),
+        (
+            "device_id = \"d\"\nlog = \"acceso=debug,inf o\"\n[door]\nname = \"f\"\n",
+            "\"inf o\" is not a level",
+        ),
     ];
     // What the config names must be there: the pinned keys load (each named by its place in
     // the list, and its file), the state directory is one. `run` fails before it starts
@@ -314,6 +323,14 @@ fn malformed_config_exits_non_zero_naming_the_key() {
         (
             format!("state_dir = \"{}/state\"\n{head}", a_file.display()),
             format!("{} is not a directory", a_file.display()),
+        ),
+        // TLS files the agent cannot read: a configuration error, not a restart loop.
+        (
+            format!(
+                "{head}[broker]\ntls = true\nca_file = \"{k}\"\ncert_file = \"/nonexistent.crt\"\nkey_file = \"{k}\"\n",
+                k = ok_key.display()
+            ),
+            "key `broker.cert_file`: cannot read /nonexistent.crt".to_string(),
         ),
     ];
     let cases = cases

@@ -236,13 +236,14 @@ fn a_missing_or_mismatched_key_stops_the_start_and_names_the_file() {
     let before = setup.tls_connections();
 
     let missing = setup.path().join("no-such.key");
+    // Both are the config's fault: exit 2, which systemd does not restart.
     let (code, err) = run_with_tls(setup.path(), &setup.ca_pem, &device.cert, &missing, port);
-    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("broker.key_file"), "{err}");
     assert!(err.contains("no-such.key"), "{err}");
 
     let (code, err) = run_with_tls(setup.path(), &setup.ca_pem, &device.cert, &other.key, port);
-    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("does not fit cert_file"), "{err}");
 
     assert_eq!(
