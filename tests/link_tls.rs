@@ -177,6 +177,18 @@ async fn a_clock_behind_the_broker_certificate_is_a_clock_problem_that_heals_wit
     assert!(detail.contains("not valid yet"), "{detail}");
     // Decisions do not wait for the cloud.
     door.tap("DEADBEEF").await;
+    // Connecting, the link takes back the clock problem it reported: no stale alarm stays.
+    let detail = door
+        .expect("the clock reported ok again", |o| match o {
+            Observation::Health {
+                component: Component::Clock,
+                state: HealthState::Ok,
+                detail,
+            } => Some(detail.clone()),
+            _ => None,
+        })
+        .await;
+    assert!(detail.contains("certificate is valid"), "{detail}");
     door.connected().await;
     door.stop().await;
 }

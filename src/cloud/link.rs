@@ -118,6 +118,8 @@ pub async fn run_link(
     // Whether the outbox may hold events not yet handed over in this session.
     let mut maybe_more = false;
     let mut last_error: Option<String> = None;
+    // The detail of a clock problem this link reported (a broker certificate not valid yet).
+    let mut clock_blamed: Option<String> = None;
     // Subscribed in this session: the status topic is ours to update.
     let mut subscribed = false;
     let mut published_health = None;
@@ -163,6 +165,22 @@ pub async fn run_link(
         };
         match event {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                // The broker's certificate is good for our clock now: take back a clock problem
+                // this link reported, unless the clock's own judgement has replaced it since.
+                if let Some(blamed) = clock_blamed.take() {
+                    let still = reporter
+                        .board()
+                        .snapshot()
+                        .get(&Component::Clock)
+                        .is_some_and(|h| h.detail == blamed);
+                    if still {
+                        reporter.health(
+                            Component::Clock,
+                            HealthState::Ok,
+                            "the broker's certificate is valid for this clock now",
+                        );
+                    }
+                }
                 connected = true;
                 maybe_more = true;
                 last_error = None;
@@ -245,16 +263,16 @@ pub async fn run_link(
                 let (component, text) = describe(&e);
                 let wait = backoff.failed(Instant::now());
                 if connected || last_error.as_deref() != Some(text.as_str()) {
-                    reporter.health(
-                        component,
-                        HealthState::Degraded,
-                        format!(
-                            "{}:{}: {text}; events stay queued, retrying in {} ms",
-                            settings.host,
-                            settings.port,
-                            wait.as_millis()
-                        ),
+                    let detail = format!(
+                        "{}:{}: {text}; events stay queued, retrying in {} ms",
+                        settings.host,
+                        settings.port,
+                        wait.as_millis()
                     );
+                    if component == Component::Clock {
+                        clock_blamed = Some(detail.clone());
+                    }
+                    reporter.health(component, HealthState::Degraded, detail);
                 }
                 connected = false;
                 subscribed = false;

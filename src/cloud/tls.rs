@@ -80,7 +80,7 @@ pub fn client_config(
 /// What a TLS failure means for the person looking at the door's log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TlsTrouble {
-    /// The broker's certificate is not valid yet or expired: most likely our clock is wrong.
+    /// The broker's certificate is not valid yet: most likely our clock is behind.
     Clock(String),
     /// Any other certificate problem, said plainly.
     Certificate(String),
@@ -96,8 +96,10 @@ pub fn explain(e: &rustls::Error) -> TlsTrouble {
                     .into(),
             )
         }
-        E::InvalidCertificate(C::Expired) | E::InvalidCertificate(C::ExpiredContext { .. }) => TlsTrouble::Clock(
-            "the broker's certificate has expired, or this device's clock is ahead".into(),
+        // An expired certificate is the broker's (the clock's trust is judged on its own, and a
+        // clock far ahead is rare): reported against the broker, so it clears on connect.
+        E::InvalidCertificate(C::Expired) | E::InvalidCertificate(C::ExpiredContext { .. }) => TlsTrouble::Certificate(
+            "the broker's certificate has expired (or this device's clock is ahead)".into(),
         ),
         E::InvalidCertificate(C::UnknownIssuer) => TlsTrouble::Certificate(
             "the broker's certificate is not signed by broker.ca_file".into(),
@@ -136,4 +138,22 @@ pub fn find_rustls<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a r
         cur = err.source();
     }
     None
+}
+
+#[cfg(test)]
+mod explain_tests {
+    use super::*;
+    use rustls::{CertificateError as C, Error as E};
+
+    #[test]
+    fn a_certificate_not_valid_yet_blames_the_clock_and_an_expired_one_the_broker() {
+        assert!(matches!(
+            explain(&E::InvalidCertificate(C::NotValidYet)),
+            TlsTrouble::Clock(t) if t.contains("clock is probably behind")
+        ));
+        assert!(matches!(
+            explain(&E::InvalidCertificate(C::Expired)),
+            TlsTrouble::Certificate(t) if t.contains("has expired")
+        ));
+    }
 }
