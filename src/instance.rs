@@ -65,6 +65,24 @@ pub fn acquire(state_dir: &Path) -> Result<InstanceLock, InstanceError> {
     Ok(InstanceLock { _file: file })
 }
 
+/// Who holds the state directory's lock now (`pid N`), if an agent runs on it; `None` when
+/// none does or there is no lock file. Takes nothing and creates nothing.
+pub fn holder(state_dir: &Path) -> Option<String> {
+    let mut file = OpenOptions::new()
+        .read(true)
+        .open(state_dir.join("acceso.lock"))
+        .ok()?;
+    match file.try_lock_shared() {
+        Ok(()) => None,
+        Err(TryLockError::WouldBlock) => {
+            let mut pid = String::new();
+            let _ = file.read_to_string(&mut pid);
+            Some(format!("pid {}", pid.trim()))
+        }
+        Err(TryLockError::Error(_)) => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -83,7 +101,9 @@ mod tests {
         );
         // Another state directory is another door.
         let _other = acquire(&dir.path().join("other")).unwrap();
+        assert_eq!(holder(&state), Some(format!("pid {}", std::process::id())));
         drop(first);
+        assert_eq!(holder(&state), None);
         let _again = acquire(&state).unwrap();
     }
 }

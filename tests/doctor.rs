@@ -401,6 +401,69 @@ fn broker_failures_say_whether_it_is_the_network_or_the_certificates() {
         "{}",
         report.render()
     );
+
+    // TLS off against the TLS port: no MQTT answer, said as a port or TLS mismatch.
+    let report = site.run(|s| set(s, "broker", "tls", "false"));
+    only_failed(&report, &["broker"], "MQTT");
+    assert!(
+        report
+            .get("broker")
+            .unwrap()
+            .fix
+            .as_deref()
+            .unwrap()
+            .contains("broker.tls"),
+        "{}",
+        report.render()
+    );
+
+    // A broker that takes the connection but refuses this client (on AWS IoT Core: a policy
+    // without iot:Connect for the thing name): only an MQTT CONNECT finds it.
+    let refuser = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = refuser.local_addr().unwrap().port();
+    refuser.set_nonblocking(true).unwrap();
+    let answer = std::thread::spawn(move || {
+        let until = Instant::now() + Duration::from_secs(20);
+        let mut conn = loop {
+            match refuser.accept() {
+                Ok((c, _)) => break c,
+                Err(_) if Instant::now() < until => std::thread::sleep(Duration::from_millis(10)),
+                Err(e) => panic!("the doctor never connected: {e}"),
+            }
+        };
+        conn.set_nonblocking(false).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut connect = [0u8; 64];
+        let n = std::io::Read::read(&mut conn, &mut connect).unwrap();
+        std::io::Write::write_all(&mut conn, &[0x20, 0x02, 0x00, 0x05]).unwrap();
+        connect[..n].to_vec()
+    });
+    let report = site.run(|s| {
+        set(s, "broker", "tls", "false");
+        set(s, "broker", "port", &port.to_string());
+    });
+    only_failed(&report, &["broker"], "not authorized");
+    let connect = answer.join().unwrap();
+    assert_eq!(connect[0], 0x10, "an MQTT CONNECT: {connect:02x?}");
+    assert!(
+        connect.windows(6).any(|w| w == b"door-1"),
+        "the device id is the client id: {connect:02x?}"
+    );
+    // Clean session off, as the agent connects: the broker keeps the agent's session.
+    assert_eq!(connect[9] & 0x02, 0, "{connect:02x?}");
+
+    // An agent running on this state directory: no MQTT connect, which would take over its
+    // connection; the TLS checks still run.
+    let held = acceso::instance::acquire(&site.path().join("state")).unwrap();
+    let report = site.run(|_| {});
+    assert!(report.passed(), "{}", report.render());
+    let detail = &report.get("broker").unwrap().detail;
+    assert!(
+        detail.contains("client certificate accepted") && detail.contains("MQTT not tried"),
+        "{detail}"
+    );
+    drop(held);
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! The certificate checks and the TLS handshake of `acceso doctor`.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -222,8 +222,10 @@ fn key_check(path: &Path, cert_spki: Option<&[u8]>, cert: &Path) -> Check {
     }
 }
 
-/// The broker: a TCP connection and, with TLS, a full mutual-TLS handshake, then a moment to
-/// hear the broker reject our certificate (TLS 1.3 says so after the handshake). No MQTT.
+/// The broker: a TCP connection and, with TLS, a full mutual-TLS handshake, then an MQTT
+/// CONNECT as the agent makes it (client id = device_id, the session kept) and a DISCONNECT:
+/// a broker or a policy that refuses this client says so only then. Skipped while an agent
+/// runs on this state directory: the broker would drop the agent's connection for ours.
 pub fn broker(config: &Config, limit: Duration) -> Check {
     let b = &config.broker;
     let target = format!("{}:{}", b.host, b.port);
@@ -255,11 +257,32 @@ pub fn broker(config: &Config, limit: Duration) -> Check {
             fix_net,
         );
     };
+    let running = crate::instance::holder(&config.state_dir);
+    let id = config.device_id.as_str();
     if !b.tls {
-        return Check::ok(
-            "broker",
-            format!("{target}: TCP connection accepted (no TLS configured)"),
-        );
+        if let Some(pid) = &running {
+            return Check::ok(
+                "broker",
+                format!("{target}: TCP connection accepted (no TLS configured); MQTT not tried: the agent runs ({pid}) and would lose its connection to ours"),
+            );
+        }
+        let io = |e: std::io::Error| e.to_string();
+        let answer = sock
+            .set_read_timeout(Some(limit))
+            .and_then(|()| sock.set_write_timeout(Some(limit)))
+            .map_err(io)
+            .and_then(|()| mqtt_connect(&mut sock, id).map_err(|e| e.text()));
+        return match answer {
+            Ok(()) => Check::ok(
+                "broker",
+                format!("{target}: MQTT connection accepted for client {id:?} (no TLS configured)"),
+            ),
+            Err(e) => Check::failed(
+                "broker",
+                format!("{target}: {e}"),
+                "check broker.port and broker.tls (a TLS port, 8883, needs broker.tls = true and the certificate files), and that the broker lets this client id connect",
+            ),
+        };
     }
     let (Some(ca), Some(cert), Some(key)) = (&b.ca_file, &b.cert_file, &b.key_file) else {
         return Check::failed(
@@ -278,7 +301,11 @@ pub fn broker(config: &Config, limit: Duration) -> Check {
             )
         }
     };
-    match handshake(tls, &b.host, &mut sock, limit) {
+    let mqtt = match &running {
+        Some(pid) => Err(pid.clone()),
+        None => Ok(id),
+    };
+    match handshake(tls, &b.host, &mut sock, limit, mqtt) {
         Ok(text) => Check::ok("broker", format!("{target}: {text}")),
         Err(e) => {
             let fix = match &e {
@@ -287,6 +314,7 @@ pub fn broker(config: &Config, limit: Duration) -> Check {
                 }
                 Failure::Certificate(_) => "check that broker.ca_file is the broker's CA (AWS: AmazonRootCA1.pem), the certificate is ACTIVE and attached to the thing and its policy (`aws iot describe-certificate`, `aws iot list-thing-principals`), and broker.host is the account's endpoint".to_string(),
                 Failure::Io(_) => fix_net,
+                Failure::Refused(_) => format!("the broker refuses client id {id:?}: on AWS IoT Core device_id must be the thing name, and the thing's certificate must have a policy that allows iot:Connect for it (README, step 3); another device connected with this id takes over its connection"),
             };
             Check::failed("broker", format!("{target}: {}", e.text()), fix)
         }
@@ -297,12 +325,14 @@ enum Failure {
     Clock(String),
     Certificate(String),
     Io(String),
+    /// The TLS session is fine; MQTT refused this client.
+    Refused(String),
 }
 
 impl Failure {
     fn text(&self) -> &str {
         match self {
-            Failure::Clock(t) | Failure::Certificate(t) | Failure::Io(t) => t,
+            Failure::Clock(t) | Failure::Certificate(t) | Failure::Io(t) | Failure::Refused(t) => t,
         }
     }
 
@@ -317,11 +347,92 @@ impl Failure {
     }
 }
 
+/// Why an MQTT CONNECT did not go through.
+enum MqttFail {
+    /// The transport failed (for TLS, possibly an alert: classified by the caller).
+    Io(std::io::Error, &'static str),
+    /// The broker hung up without a CONNACK.
+    Closed,
+    /// A CONNACK with a refusal, or something else than a CONNACK.
+    Refused(String),
+}
+
+impl MqttFail {
+    fn text(&self) -> String {
+        match self {
+            MqttFail::Io(e, during) => format!("{during}: {e}"),
+            MqttFail::Closed => {
+                "the broker closed the connection without answering MQTT CONNECT".into()
+            }
+            MqttFail::Refused(t) => t.clone(),
+        }
+    }
+}
+
+/// An MQTT 3.1.1 CONNECT for `client_id` (clean session off, as the agent connects: the
+/// broker keeps the agent's session and what is queued for it), the CONNACK, a DISCONNECT.
+fn mqtt_connect<S: Read + Write>(s: &mut S, client_id: &str) -> Result<(), MqttFail> {
+    let id = client_id.as_bytes();
+    let id_len = u16::try_from(id.len())
+        .map_err(|_| MqttFail::Refused("device_id is too long for MQTT".into()))?;
+    // Variable header: protocol name, level 4, flags (none: session kept), keepalive 60 s.
+    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 4, 0x00, 0, 60];
+    body.extend_from_slice(&id_len.to_be_bytes());
+    body.extend_from_slice(id);
+    let mut packet = vec![0x10];
+    let mut left = body.len();
+    loop {
+        let mut byte = (left % 128) as u8;
+        left /= 128;
+        if left > 0 {
+            byte |= 0x80;
+        }
+        packet.push(byte);
+        if left == 0 {
+            break;
+        }
+    }
+    packet.extend_from_slice(&body);
+    s.write_all(&packet)
+        .and_then(|()| s.flush())
+        .map_err(|e| MqttFail::Io(e, "sending MQTT CONNECT"))?;
+    let mut ack = [0u8; 4];
+    match s.read_exact(&mut ack) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(MqttFail::Closed),
+        Err(e) => return Err(MqttFail::Io(e, "waiting for the answer to MQTT CONNECT")),
+    }
+    if ack[..2] != [0x20, 0x02] {
+        return Err(MqttFail::Refused(format!(
+            "the answer to MQTT CONNECT is not a CONNACK ({ack:02x?}): is this an MQTT port, and is broker.tls right for it?"
+        )));
+    }
+    let why = match ack[3] {
+        0 => {
+            let _ = s.write_all(&[0xE0, 0x00]).and_then(|()| s.flush());
+            return Ok(());
+        }
+        1 => "unacceptable protocol version",
+        2 => "client identifier rejected",
+        3 => "server unavailable",
+        4 => "bad user name or password",
+        5 => "not authorized",
+        _ => "unknown reason",
+    };
+    Err(MqttFail::Refused(format!(
+        "the broker refused MQTT CONNECT for client {client_id:?}: {why} (return code {})",
+        ack[3]
+    )))
+}
+
+/// The TLS handshake, then (with `mqtt` = Ok(client id)) an MQTT CONNECT, or (Err(who)) a
+/// moment to hear the broker reject our certificate (TLS 1.3 says so after the handshake).
 fn handshake(
     tls: Arc<rustls::ClientConfig>,
     host: &str,
     sock: &mut TcpStream,
     limit: Duration,
+    mqtt: Result<&str, String>,
 ) -> Result<String, Failure> {
     let name = ServerName::try_from(host.to_string())
         .map_err(|e| Failure::Io(format!("broker.host {host:?} is not a server name: {e}")))?;
@@ -338,6 +449,21 @@ fn handshake(
         .protocol_version()
         .map(|v| format!("{v:?}"))
         .unwrap_or_default();
+    if let Ok(id) = mqtt {
+        let result = mqtt_connect(&mut rustls::Stream::new(&mut conn, sock), id).map_err(|e| match e {
+            // An alert (our certificate refused) arrives here as an IO error.
+            MqttFail::Io(e, during) => Failure::of(e, during),
+            MqttFail::Closed => Failure::Certificate(format!(
+                "the broker closed the connection without answering MQTT CONNECT: it does not accept this device's certificate, or does not let client {id:?} connect"
+            )),
+            MqttFail::Refused(t) => Failure::Refused(t),
+        });
+        conn.send_close_notify();
+        let _ = conn.complete_io(sock);
+        return result.map(|()| {
+            format!("mutual TLS handshake ok ({version}), client certificate accepted, MQTT connection accepted for client {id:?}")
+        });
+    }
     // A broker that does not accept our certificate says so now (an alert) or hangs up.
     sock.set_read_timeout(Some(Duration::from_millis(1500)))
         .map_err(io)?;
@@ -363,7 +489,10 @@ fn handshake(
     };
     conn.send_close_notify();
     let _ = conn.complete_io(sock);
-    result.map(|()| format!("mutual TLS handshake ok ({version}), client certificate accepted"))
+    let who = mqtt.err().unwrap_or_default();
+    result.map(|()| {
+        format!("mutual TLS handshake ok ({version}), client certificate accepted; MQTT not tried: the agent runs ({who}) and would lose its connection to ours")
+    })
 }
 
 #[cfg(test)]
