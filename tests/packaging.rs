@@ -60,9 +60,21 @@ fn the_packaged_config_is_valid_once_the_required_keys_are_set() {
             .to_pem(),
     )
     .unwrap();
+    // And the TLS files it names: readable is all `check-config` asks of them.
+    let certs = dir.path().join("certs");
+    std::fs::create_dir(&certs).unwrap();
+    for f in [
+        &config.broker.ca_file,
+        &config.broker.cert_file,
+        &config.broker.key_file,
+    ] {
+        let name = f.as_ref().unwrap().file_name().unwrap();
+        std::fs::write(certs.join(name), "").unwrap();
+    }
     let installed = std::fs::read_to_string(&path)
         .unwrap()
-        .replace(pinned.to_str().unwrap(), key.to_str().unwrap());
+        .replace(pinned.to_str().unwrap(), key.to_str().unwrap())
+        .replace("/etc/acceso/certs/", &format!("{}/", certs.display()));
     std::fs::write(&path, installed).unwrap();
     Config::load_checked(&path).unwrap_or_else(|e| panic!("{e}"));
 }
