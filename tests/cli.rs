@@ -7,6 +7,10 @@ use std::time::{Duration, Instant};
 use acceso_protocol::AccessEvent;
 use serde_json::Value;
 
+mod support;
+
+use support::daemon::{offline_config, Daemon};
+
 const BIN: &str = env!("CARGO_BIN_EXE_acceso");
 
 /// Runs the binary with a time limit, so a hang fails the test instead of stalling it.
@@ -403,58 +407,9 @@ fn daemon_stops_cleanly_on_every_signal_that_would_end_it() {
     ];
     for (i, signal) in signals.into_iter().enumerate() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("acceso.toml");
-        // No broker listens on this port: the daemon must run (and stop) offline.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        std::fs::write(
-            &path,
-            format!(
-                "device_id = \"d\"\nstate_dir = \"{}\"\n[door]\nname = \"f\"\n[broker]\nport = {port}\n[relay]\nbackend = \"sim\"\n[clock]\nrequire_sync = false\n",
-                dir.path().join("state").display()
-            ),
-        )
-        .unwrap();
-        let mut child = Command::new(BIN)
-            .args(["run", "--config", path.to_str().unwrap()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        // The log as it comes, to know when the daemon runs.
-        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-        let reader = {
-            let log = log.clone();
-            let mut stderr = child.stderr.take().unwrap();
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                while let Ok(n @ 1..) = std::io::Read::read(&mut stderr, &mut buf) {
-                    log.lock()
-                        .unwrap()
-                        .push_str(&String::from_utf8_lossy(&buf[..n]));
-                }
-            })
-        };
+        let mut daemon = Daemon::start(&offline_config(dir.path(), ""));
         // Running: started, and the reader thread has tried the (missing) MFRC522.
-        let until = Instant::now() + Duration::from_secs(10);
-        loop {
-            let now = log.lock().unwrap().clone();
-            if now.contains("acceso running") && now.contains("cannot open /dev/spidev0.0") {
-                break;
-            }
-            assert!(
-                Instant::now() < until,
-                "{signal}: daemon did not start: {now}"
-            );
-            assert!(
-                child.try_wait().unwrap().is_none(),
-                "{signal}: daemon exited early: {now}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        daemon.wait_for(&["acceso running", "cannot open /dev/spidev0.0"]);
         assert!(dir.path().join("state/acceso.db").exists());
         // Idle (no reader, no inputs, no camera, no broker), it must not spin: a task polling
         // a closed channel for ever would use a whole core. (Once: it is the same daemon.)
@@ -469,30 +424,16 @@ fn daemon_stops_cleanly_on_every_signal_that_would_end_it() {
             fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
         };
         if i == 0 {
-            let before = cpu(child.id());
+            let before = cpu(daemon.id());
             std::thread::sleep(Duration::from_millis(1500));
-            let ticks = cpu(child.id()) - before;
+            let ticks = cpu(daemon.id()) - before;
             // Clock ticks are 1/100 s: a spinning task would show ~150 here.
             assert!(
                 ticks < 40,
                 "{signal}: the idle daemon used {ticks} ticks of CPU in 1.5 s"
             );
         }
-        let killed = Command::new("kill")
-            .args([signal, &child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(killed.success(), "kill {signal}");
-        let until = Instant::now() + Duration::from_secs(10);
-        let status = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break status;
-            }
-            assert!(Instant::now() < until, "daemon ignored {signal}");
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        reader.join().unwrap();
-        let err = log.lock().unwrap().clone();
+        let (status, err) = daemon.signal(signal);
         assert!(status.success(), "{signal}: {status:?} {err}");
         assert!(
             err.contains("stopping: locking the door"),

@@ -1,3 +1,4 @@
+pub mod daemon;
 pub mod door;
 pub mod mosquitto;
 pub mod pki;
