@@ -152,28 +152,9 @@ pub async fn run_writer(
 mod tests {
     use super::*;
     use crate::observe::Observation;
+    use crate::store::outbox::sample_event as event;
     use crate::store::Store;
-    use acceso_protocol::{Method, Outcome, Reason};
-
-    fn event(n: u64) -> AccessEvent {
-        AccessEvent {
-            event_id: format!("0192f0c4-0000-7000-8000-{n:012x}"),
-            device: "d".into(),
-            door: "front".into(),
-            seq: 0,
-            boot_id: "b".into(),
-            time: "2026-12-03T10:00:00Z".parse().unwrap(),
-            time_trusted: true,
-            method: Method::Card,
-            card_uid: None,
-            user_id: None,
-            face_score: None,
-            decision: Outcome::Denied,
-            reason: Reason::UnknownCard,
-            latency_us: n,
-            dropped: None,
-        }
-    }
+    use acceso_protocol::Reason;
 
     fn fast(hold: usize) -> Holding {
         Holding {

@@ -5,7 +5,7 @@
 //! one transaction. A damaged file is moved aside and a fresh one started, never crash-looped on.
 //! This module does blocking IO: call it from a blocking thread, never from the async reactor.
 
-mod outbox;
+pub(crate) mod outbox;
 mod users;
 
 use std::path::{Path, PathBuf};

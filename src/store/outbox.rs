@@ -216,30 +216,34 @@ fn insert_next(
     Ok(event)
 }
 
+/// A denied card event numbered `n` (its sequence number, its `latency_us`, and in its
+/// `event_id`), for tests of what stores and moves events.
+#[cfg(test)]
+pub(crate) fn sample_event(n: u64) -> AccessEvent {
+    use acceso_protocol::{Method, Outcome, Reason};
+    AccessEvent {
+        event_id: format!("0192f0c4-0000-7000-8000-{n:012x}"),
+        device: "d".into(),
+        door: "front".into(),
+        seq: n,
+        boot_id: "b".into(),
+        time: "2026-12-03T10:00:00Z".parse().unwrap(),
+        time_trusted: true,
+        method: Method::Card,
+        card_uid: None,
+        user_id: None,
+        face_score: None,
+        decision: Outcome::Denied,
+        reason: Reason::UnknownCard,
+        latency_us: n,
+        dropped: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use acceso_protocol::{Method, Outcome, Reason};
-
-    fn event(seq: u64) -> AccessEvent {
-        AccessEvent {
-            event_id: format!("id-{seq}"),
-            device: "d".into(),
-            door: "front".into(),
-            seq,
-            boot_id: "b".into(),
-            time: "2026-12-03T10:00:00Z".parse().unwrap(),
-            time_trusted: true,
-            method: Method::Card,
-            card_uid: None,
-            user_id: None,
-            face_score: None,
-            decision: Outcome::Denied,
-            reason: Reason::UnknownCard,
-            latency_us: 1,
-            dropped: None,
-        }
-    }
+    use sample_event as event;
 
     #[test]
     fn sequence_numbers_persist_across_reopen_and_deletes() {
