@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use acceso::doctor::{self, Limits, Outcome, Report};
 use support::mosquitto::{Mosquitto, TlsFiles};
 use support::pki::{Ca, Issued, Validity};
+use support::unwritable::Unwritable;
 
 const BIN: &str = env!("CARGO_BIN_EXE_acceso");
 
@@ -526,34 +527,15 @@ fn clock_reader_gpio_camera_models_and_database_failures() {
     }
 
     // A database, or a state directory, the agent cannot write (as after a `sudo acceso
-    // run`): for root, whom modes do not stop, the immutable attribute does it.
+    // run`).
     let db = site.path().join("state/acceso.db");
     for (target, says) in [
         (db.clone(), "read-only"),
         (site.path().join("state"), "cannot create files"),
     ] {
-        let before = std::fs::metadata(&target).unwrap().permissions();
-        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o555)).unwrap();
-        let root = std::fs::metadata("/proc/self")
-            .map(|m| m.uid() == 0)
-            .unwrap();
-        if root {
-            let ok = Command::new("chattr")
-                .arg("+i")
-                .arg(&target)
-                .status()
-                .unwrap();
-            assert!(ok.success(), "running as root and chattr +i failed");
-        }
+        let guard = Unwritable::make(&target);
         let report = site.run(|_| {});
-        if root {
-            Command::new("chattr")
-                .arg("-i")
-                .arg(&target)
-                .status()
-                .unwrap();
-        }
-        std::fs::set_permissions(&target, before).unwrap();
+        drop(guard);
         only_failed(&report, &["database"], says);
         assert!(report
             .get("database")

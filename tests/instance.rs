@@ -3,10 +3,10 @@
 
 mod support;
 
-use std::process::Command;
 use std::time::Duration;
 
 use support::daemon::{offline_config, Daemon};
+use support::unwritable::Unwritable;
 
 #[test]
 fn a_second_agent_on_one_state_dir_refuses_to_start_and_the_first_runs_on() {
@@ -47,19 +47,10 @@ fn a_database_the_agent_cannot_write_stops_the_start_with_what_to_do() {
     assert!(status.success(), "{err}");
     let db = dir.path().join("state/acceso.db");
 
-    // As if `sudo acceso run` had left it owned by root: unwritable for the agent. Root
-    // writes whatever the mode says, so for root the immutable attribute does it.
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o444)).unwrap();
-    let immutable = std::fs::OpenOptions::new().write(true).open(&db).is_ok();
-    if immutable {
-        let ok = Command::new("chattr").arg("+i").arg(&db).status().unwrap();
-        assert!(ok.success(), "running as root and chattr +i failed");
-    }
+    // As if `sudo acceso run` had left it owned by root: unwritable for the agent.
+    let guard = Unwritable::make(&db);
     let (status, err) = Daemon::start(&config).finish(Duration::from_secs(10));
-    if immutable {
-        Command::new("chattr").arg("-i").arg(&db).status().unwrap();
-    }
+    drop(guard);
     assert_eq!(status.code(), Some(1), "{err}");
     assert!(
         err.contains("is read-only") && err.contains("chown"),

@@ -4,4 +4,5 @@ pub mod mosquitto;
 pub mod pki;
 pub mod relay;
 pub mod reliability;
+pub mod unwritable;
 pub mod wiring;
